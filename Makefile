@@ -1,0 +1,47 @@
+# driftloop — every command a newcomer needs. Everything installs from requirements.lock.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export DRIFTLOOP_HOME ?= $(CURDIR)/.driftloop
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install demo test test-unit lint lock warehouse-up migrate airflow-settings bench clean
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed ## create .venv and install the pinned lock
+
+lock: ## re-resolve requirements.txt into requirements.lock
+	$(BIN)/uv pip compile -q requirements.txt --override overrides.txt --python-version 3.11 -o requirements.lock
+
+demo: install ## the closed loop on the embedded warehouse, one command
+	$(BIN)/driftloop demo
+
+test: install ## the whole suite: unit, integration (real PostgreSQL), DAG tests
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check dags include tests benchmarks
+
+warehouse-up: install ## start the embedded warehouse (or check DRIFTLOOP_WAREHOUSE_URL) and print its URL
+	$(BIN)/driftloop warehouse up
+
+migrate: install
+	$(BIN)/driftloop warehouse migrate
+
+bench: install ## benchmarks (long)
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	-$(BIN)/driftloop warehouse down 2>/dev/null
+	rm -rf $(VENV) .driftloop
