@@ -1,0 +1,250 @@
+"""Model specs: one YAML per monitored model, parsed and validated once.
+
+A bad spec raises :class:`SpecError` naming the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from driftloop.settings import specs_dir
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class SpecError(ValueError):
+    """A model spec that cannot be used; the message names the file, the field and what was expected."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90s', '5m', '2h', '3d', '1w', a number of seconds, or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    raise ValueError(f"a duration like '90s', '5m', '2h', '3d' or '1w' (got {value!r})")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _as_text(value: Any) -> Any:
+    # Classes may be written as ints in YAML (0/1); events carry them as strings or ints: compare as text.
+    if isinstance(value, bool):
+        raise ValueError("a class name (string or int), not a boolean")
+    return str(value) if isinstance(value, int | str) else value
+
+
+ClassName = Annotated[str, BeforeValidator(_as_text)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Task(StrEnum):
+    binary = "binary_classification"
+    multiclass = "multiclass_classification"
+
+
+class FeatureType(StrEnum):
+    numeric = "numeric"
+    categorical = "categorical"
+    boolean = "boolean"
+
+
+class Feature(_Strict):
+    name: str
+    type: FeatureType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter)")
+        return value
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> Feature:
+        if self.type is FeatureType.numeric:
+            if self.categories is not None:
+                raise ValueError("'categories' is only for categorical features")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        elif self.type is FeatureType.categorical:
+            if self.min is not None or self.max is not None:
+                raise ValueError("'min'/'max' are only for numeric features")
+            if not self.categories:
+                raise ValueError("categorical features need a non-empty 'categories' list")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError("'categories' has duplicates")
+        elif self.min is not None or self.max is not None or self.categories is not None:
+            raise ValueError("boolean features take no 'min', 'max' or 'categories'")
+        return self
+
+
+class Label(_Strict):
+    name: str = "label"
+    description: str | None = None
+
+
+class Segment(_Strict):
+    name: str
+    values: list[str] | None = None
+
+
+WindowSize = Literal["hour", "day"]
+
+
+class Windows(_Strict):
+    sizes: list[WindowSize] = Field(default_factory=lambda: ["hour", "day"])
+    expected_label_delay: Duration = timedelta(days=3)
+    min_label_coverage: float = Field(default=0.5, ge=0, le=1)
+
+
+class Ingest(_Strict):
+    schedule: str = "*/15 * * * *"
+    score_sum_tolerance: float = Field(default=0.01, gt=0, lt=0.5)
+    max_future_skew: Duration = timedelta(minutes=5)
+    # A file whose last line is incomplete and that changed less than this long ago is still being written.
+    settle_seconds: float = Field(default=60, ge=0)
+
+
+class _OpenBlock(BaseModel):
+    """Blocks that later work fills in (drift, retraining, promotion, alerts); free-form for now."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str | None = None
+    owner: str = "driftloop"
+    task: Task
+    classes: list[ClassName]
+    positive_class: ClassName | None = None
+    features: list[Feature]
+    label: Label = Label()
+    segment: Segment | None = None
+    windows: Windows = Windows()
+    ingest: Ingest = Ingest()
+    drift: _OpenBlock = _OpenBlock()
+    retraining: _OpenBlock = _OpenBlock()
+    promotion: _OpenBlock = _OpenBlock()
+    alerts: _OpenBlock = _OpenBlock()
+
+    @field_validator("name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter), used in DAG ids")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("'classes' has duplicates")
+        if self.task is Task.binary:
+            if len(self.classes) != 2:
+                raise ValueError(f"binary_classification needs exactly 2 classes (got {len(self.classes)})")
+            if self.positive_class is None:
+                raise ValueError("binary_classification needs 'positive_class'")
+        elif len(self.classes) < 3:
+            raise ValueError("multiclass_classification needs at least 3 classes")
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ValueError(f"positive_class {self.positive_class!r} is not one of classes {self.classes}")
+        names = [feature.name for feature in self.features]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"feature names must be unique (repeated: {', '.join(duplicated)})")
+        if not self.features:
+            raise ValueError("a model needs at least one feature")
+        return self
+
+    @property
+    def negative_class(self) -> str | None:
+        if self.task is not Task.binary:
+            return None
+        return next(c for c in self.classes if c != self.positive_class)
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see include/specs/churn.yaml for the fields)"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    return f"{location}: {message}"
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: (top level): expected a mapping of spec fields, got {type(raw).__name__}")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(_describe(error) for error in exc.errors())
+        raise SpecError(f"{path}: {details}") from None
+    if spec.name != path.stem:
+        raise SpecError(f"{path}: name: expected the file name '{path.stem}' (got {spec.name!r})")
+    return spec
+
+
+def load_specs(directory: str | Path | None = None) -> dict[str, ModelSpec]:
+    """Every spec in the folder, by model name. Raises on the first bad spec."""
+    directory = Path(directory) if directory is not None else specs_dir()
+    return {spec.name: spec for spec in (load_spec(p) for p in sorted(directory.glob("*.yaml")))}
+
+
+@lru_cache(maxsize=32)
+def _cached_specs(directory: str) -> dict[str, ModelSpec]:
+    return load_specs(directory)
+
+
+def get_spec(model_name: str, directory: str | Path | None = None) -> ModelSpec:
+    directory = Path(directory) if directory is not None else specs_dir()
+    specs = _cached_specs(str(directory.resolve()))
+    if model_name not in specs:
+        known = ", ".join(sorted(specs)) or "none"
+        raise SpecError(f"unknown model {model_name!r}: no spec {model_name}.yaml in {directory} (known: {known})")
+    return specs[model_name]

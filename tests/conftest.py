@@ -1,0 +1,89 @@
+"""Test session set-up: a private DRIFTLOOP_HOME and Airflow home, and a real PostgreSQL.
+
+The warehouse is the embedded `pgserver` default (what a fresh machine has), or the server named by
+`DRIFTLOOP_TEST_WAREHOUSE_URL` (an admin URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres).
+Each test that asks for `warehouse_url` gets its own database, cloned from a migrated template.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+# Environment first: Airflow reads its configuration when it is first imported.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="dl-tests-"))
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+os.environ["DRIFTLOOP_HOME"] = str(_SESSION_DIR / "home")
+os.environ.pop("DRIFTLOOP_WAREHOUSE_URL", None)
+os.environ.pop("DRIFTLOOP_LANDING", None)
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_DIR / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from driftloop import warehouse  # noqa: E402
+
+TEMPLATE = "driftloop_test_template"
+
+
+def _with_database(url: str, database: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = database
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> str:
+    """An admin URL on a real PostgreSQL server with a migrated template database."""
+    url = os.environ.get("DRIFTLOOP_TEST_WAREHOUSE_URL") or warehouse.start_embedded(_SESSION_DIR / "pg", "postgres")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE)))
+    warehouse.migrate(_with_database(url, TEMPLATE))
+    yield url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(TEMPLATE)))
+    if not os.environ.get("DRIFTLOOP_TEST_WAREHOUSE_URL"):
+        warehouse.stop_embedded(_SESSION_DIR / "pg")
+
+
+def new_database(admin: str, *, migrated: bool = True) -> str:
+    name = f"dl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if migrated:
+            conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+        else:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return _with_database(admin, name)
+
+
+def drop_database(admin: str, url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def warehouse_url(admin_url: str) -> str:
+    """A fresh, migrated warehouse database for one test."""
+    url = new_database(admin_url)
+    yield url
+    drop_database(admin_url, url)
+
+
+@pytest.fixture
+def empty_database_url(admin_url: str) -> str:
+    """A fresh database with no migrations applied."""
+    url = new_database(admin_url, migrated=False)
+    yield url
+    drop_database(admin_url, url)
