@@ -6,8 +6,16 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export DRIFTLOOP_HOME ?= $(CURDIR)/.driftloop
 export PYTHONDONTWRITEBYTECODE := 1
+# A plain local Airflow for the project (the demo and `make airflow-*` use it); compose has its own.
+export AIRFLOW_HOME ?= $(DRIFTLOOP_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
+export DO_NOT_TRACK ?= 1
+export GX_ANALYTICS_ENABLED ?= False
 
-.PHONY: install demo test test-unit lint lock warehouse-up migrate airflow-settings bench clean
+.PHONY: install demo test test-unit lint lock warehouse-up migrate airflow-settings airflow-ui bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +46,13 @@ warehouse-up: install ## start the embedded warehouse (or check DRIFTLOOP_WAREHO
 
 migrate: install
 	$(BIN)/driftloop warehouse migrate
+
+airflow-settings: install ## load airflow_settings.yaml (connections, variables, pools) into $$AIRFLOW_HOME
+	$(BIN)/airflow db migrate >/dev/null
+	$(BIN)/python -m driftloop.airflow_settings import airflow_settings.yaml
+
+airflow-ui: install ## Airflow (api-server, scheduler, dag-processor, triggerer) on http://localhost:8080
+	$(BIN)/airflow standalone
 
 bench: install ## benchmarks (long)
 	$(BIN)/python benchmarks/ingest.py

@@ -1,0 +1,70 @@
+"""ingest__<model>: load new landed predictions and feedback into the warehouse, one DAG per spec.
+
+Wiring only: the work is driftloop.ingest (see include/driftloop/airflow_tasks.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from driftloop.airflow_tasks import on_task_failure
+from driftloop.assets import raw_asset
+from driftloop.spec import ModelSpec, load_specs
+
+
+def build_ingest_dag(spec: ModelSpec):
+    @dag(
+        dag_id=f"ingest__{spec.name}",
+        description=f"Load landed predictions and feedback of {spec.name} into raw (exactly once)",
+        schedule=spec.ingest.schedule,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "owner": spec.owner,
+            "retries": 2,
+            "retry_delay": timedelta(minutes=1),
+            "on_failure_callback": on_task_failure,
+        },
+        tags=["driftloop", "ingest", spec.name],
+        doc_md=__doc__,
+    )
+    def ingest_dag():
+        @task
+        def ingest_predictions(run_id: str | None = None) -> dict:
+            from driftloop.airflow_tasks import run_ingest
+
+            return run_ingest(spec.name, "predictions", run_id or "manual")
+
+        @task
+        def ingest_feedback(run_id: str | None = None) -> dict:
+            from driftloop.airflow_tasks import run_ingest
+
+            return run_ingest(spec.name, "feedback", run_id or "manual")
+
+        @task(outlets=[raw_asset(spec.name)])
+        def publish_raw(predictions: dict, feedback: dict, outlet_events=None) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            loaded = predictions["rows_loaded"] + feedback["rows_loaded"]
+            if loaded == 0:
+                raise AirflowSkipException("no new rows: downstream DAGs have nothing to do")
+            outlet_events[raw_asset(spec.name)].extra = {
+                "predictions_loaded": predictions["rows_loaded"],
+                "feedback_loaded": feedback["rows_loaded"],
+                "rows_rejected": predictions["rows_rejected"] + feedback["rows_rejected"],
+            }
+            return {"rows_loaded": loaded}
+
+        predictions = ingest_predictions()
+        feedback = ingest_feedback()
+        predictions >> feedback  # feedback after predictions: most labels then join at once
+        publish_raw(predictions, feedback)
+
+    return ingest_dag()
+
+
+for _spec in load_specs().values():
+    globals()[f"ingest__{_spec.name}"] = build_ingest_dag(_spec)
