@@ -7,6 +7,7 @@ Each test that asks for `warehouse_url` gets its own database, cloned from a mig
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -32,6 +33,8 @@ import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from driftloop import warehouse  # noqa: E402
+
+logging.getLogger("pgserver").setLevel(logging.WARNING)  # its atexit logging races pytest closing streams
 
 TEMPLATE = "driftloop_test_template"
 

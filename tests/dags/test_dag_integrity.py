@@ -1,0 +1,57 @@
+"""Every DAG imports, is wired the way the project promises, and is cheap to parse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftloop.spec import load_specs
+
+pytestmark = pytest.mark.dags
+DAGS_FOLDER = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+HEAVY = ["pandas", "great_expectations", "mlflow", "whylogs", "sklearn", "lightgbm", "dbt", "pyarrow", "psycopg"]
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_ingest_dag_per_spec(dagbag):
+    expected = {f"ingest__{name}" for name in load_specs()}
+    assert expected <= set(dagbag.dag_ids)
+
+
+def test_every_dag_has_owner_retries_tags_and_no_catchup(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags and "driftloop" in dag.tags, dag_id
+        assert dag.catchup is False, dag_id
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", (dag_id, task.task_id)
+            assert task.retries >= 1, (dag_id, task.task_id)
+
+
+def test_ingest_dag_shape(dagbag):
+    dag = dagbag.get_dag("ingest__churn")
+    assert dag.max_active_runs == 1
+    assert dag.task_dict["ingest_predictions"].downstream_task_ids == {"ingest_feedback", "publish_raw"}
+    outlets = dag.task_dict["publish_raw"].outlets
+    assert [asset.name for asset in outlets] == ["driftloop.churn.raw"]
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS_FOLDER.glob("*.py")))
+def test_dag_files_import_no_heavy_libraries(dag_file):
+    # Parse in a fresh interpreter and list what got imported: parsing must stay cheap.
+    probe = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('dagfile', {str(DAGS_FOLDER / dag_file)!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
