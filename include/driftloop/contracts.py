@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
-from driftloop.spec import FeatureType, ModelSpec, Task
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from driftloop.spec import FeatureType, ModelSpec, Task
 
 # JSON kinds a contract field may hold.
 Kind = Literal["string", "class", "number", "timestamp", "features", "scores"]

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import psycopg
+
 from driftloop import warehouse
 from driftloop.alerts import enqueue_alert
 from driftloop.contracts import CONTRACTS, FEEDBACK, KINDS, PREDICTIONS, ContractField

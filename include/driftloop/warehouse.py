@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg
+
 from driftloop.settings import home, migrations_dir
 
 log = logging.getLogger(__name__)

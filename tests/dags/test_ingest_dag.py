@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from landing import land, prediction
 
 from driftloop.spec import get_spec
+from landing import land, prediction
 
 pytestmark = pytest.mark.dags
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from landing import DAY, NOW, feedback, land, prediction
 
 from driftloop import ingest as ingest_module
 from driftloop.ingest import ingest
 from driftloop.spec import get_spec
+from landing import DAY, NOW, feedback, land, prediction
 
 pytestmark = pytest.mark.integration
 
