@@ -1,0 +1,213 @@
+"""The `driftloop` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="driftloop: keep production ML models healthy.", no_args_is_help=True, add_completion=False)
+warehouse_app = typer.Typer(help="The Postgres warehouse.", no_args_is_help=True)
+specs_app = typer.Typer(help="Model specs in include/specs.", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(specs_app, name="specs")
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name (a spec in include/specs).")]
+LandingOption = Annotated[
+    str | None, typer.Option("--landing", help="Landing zone root (folder or fsspec URL). Default: $DRIFTLOOP_LANDING or .driftloop/landing.")
+]
+UrlOption = Annotated[str | None, typer.Option("--url", help="Warehouse URL. Default: $DRIFTLOOP_WAREHOUSE_URL or the embedded server.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------------------------- warehouse
+
+
+@warehouse_app.command("up")
+def warehouse_up() -> None:
+    """Start the embedded warehouse (unless DRIFTLOOP_WAREHOUSE_URL is set), migrate it, print its URL."""
+    from driftloop import warehouse
+
+    url = warehouse.resolve_url()
+    applied = warehouse.migrate(url)
+    typer.echo(warehouse.redact(url))
+    if applied:
+        typer.echo(f"applied migrations: {', '.join(applied)}", err=True)
+
+
+@warehouse_app.command("url")
+def warehouse_url(show_password: Annotated[bool, typer.Option(help="Print the password too.")] = False) -> None:
+    """Print the warehouse URL (starting the embedded server if it is the default)."""
+    from driftloop import warehouse
+
+    url = warehouse.resolve_url()
+    typer.echo(url if show_password else warehouse.redact(url))
+
+
+@warehouse_app.command("migrate")
+def warehouse_migrate(url: UrlOption = None) -> None:
+    """Apply pending migrations (safe to run twice, and from two processes at once)."""
+    from driftloop import warehouse
+
+    applied = warehouse.migrate(url)
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+
+
+@warehouse_app.command("down")
+def warehouse_down() -> None:
+    """Stop the embedded warehouse server."""
+    from driftloop import warehouse
+
+    typer.echo("stopped" if warehouse.stop_embedded() else "no embedded warehouse here")
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+
+@specs_app.command("validate")
+def specs_validate(paths: Annotated[list[Path] | None, typer.Argument(help="Spec files (default: all).")] = None) -> None:
+    """Validate model specs; errors name the file, the field and what was expected."""
+    from driftloop.settings import specs_dir
+    from driftloop.spec import SpecError, load_spec
+
+    failed = False
+    for path in paths or sorted(specs_dir().glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+            typer.echo(f"ok  {path}: {spec.name} ({spec.task.value}, {len(spec.features)} features)")
+        except SpecError as exc:
+            failed = True
+            typer.secho(f"bad {exc}", fg=typer.colors.RED, err=True)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+
+
+@app.command()
+def ingest(
+    model: ModelOption,
+    landing: LandingOption = None,
+    url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Load new landed prediction and feedback files of a model into the warehouse (exactly once)."""
+    from driftloop import warehouse
+    from driftloop.ingest import ingest as run_ingest
+    from driftloop.report import format_run
+    from driftloop.spec import SpecError, get_spec
+
+    try:
+        spec = get_spec(model)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    resolved = warehouse.resolve_url(url)
+    warehouse.migrate(resolved)
+    result = run_ingest(spec, landing_root=landing, url=resolved, run_id="cli")
+    typer.echo(json.dumps(result.as_dict(), indent=2, default=str) if as_json else format_run(result))
+    if result.count("failed"):
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def status(model: ModelOption, url: UrlOption = None) -> None:
+    """What the warehouse holds for a model: files, rejected rows by reason, alerts."""
+    from driftloop import warehouse
+    from driftloop.report import format_summary, ingest_summary
+
+    typer.echo(format_summary(ingest_summary(warehouse.resolve_url(url), model)))
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+@app.command()
+def simulate(
+    model: ModelOption,
+    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD, UTC).")],
+    end: Annotated[str | None, typer.Option(help="Last day, inclusive (default: start).")] = None,
+    landing: LandingOption = None,
+    rows_per_hour: Annotated[int, typer.Option(min=0)] = 500,
+    seed: int = 42,
+    model_version: str = "1",
+    faults: Annotated[bool, typer.Option(help="Also land the catalogue of bad inputs for each day.")] = False,
+) -> None:
+    """Write contract files (predictions, and the feedback that has arrived by now) for a date range."""
+    from driftloop.settings import landing_root
+    from driftloop.simulate import Scenario, write_fault_files
+    from driftloop.simulate import simulate as run_simulation
+    from driftloop.spec import SpecError, get_spec
+
+    try:
+        spec = get_spec(model)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    first, last = _day(start), _day(end or start)
+    if last < first:
+        raise typer.BadParameter("--end is before --start")
+    now = datetime.now(UTC)
+    begin = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    finish = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    if finish > now:
+        raise typer.BadParameter("the range reaches into the future: predictions cannot be logged before they happen")
+    root = landing_root(landing)
+    scenario = Scenario(rows_per_hour=rows_per_hour, seed=seed, model_version=model_version)
+    result = run_simulation(spec, root, begin, finish, scenario, now=now)
+    typer.echo(
+        f"{result.predictions} predictions in {len(result.prediction_files)} files, "
+        f"{result.feedback} feedback in {len(result.feedback_files)} files -> {root}"
+    )
+    if faults:
+        day = first
+        while day <= last:
+            cases = write_fault_files(spec, root, day.isoformat(), now)
+            typer.echo(f"{day}: bad-input catalogue ({len(cases) - 1} cases)")
+            day += timedelta(days=1)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    model: Annotated[str, typer.Option("--model", "-m")] = "churn",
+    rows_per_hour: Annotated[int, typer.Option(min=1)] = 200,
+) -> None:
+    """The whole story on the embedded warehouse: simulate, ingest with the real DAG, report."""
+    from driftloop.demo import run_demo
+
+    run_demo(model, rows_per_hour=rows_per_hour)
+
+
+@app.command("airflow-settings")
+def airflow_settings(path: Annotated[Path, typer.Argument()] = Path("airflow_settings.yaml")) -> None:
+    """Load connections, variables and pools from airflow_settings.yaml into the local Airflow."""
+    from driftloop.airflow_settings import import_into_airflow
+
+    import_into_airflow(path)
+    typer.echo(f"imported {path}")
+
+
+if __name__ == "__main__":
+    app()
