@@ -1,0 +1,162 @@
+"""Ingest throughput: the full driftloop path vs a plain COPY of the same rows, in one run.
+
+    .venv/bin/python benchmarks/ingest.py [--rows 1000000] [--files 10]
+
+Lands N predictions of a 20-feature binary model (JSON lines, split into hourly-sized files) and
+times `driftloop.ingest.ingest` (discover, read, parse, GX validation, dedup, COPY into the
+partitioned raw.predictions and raw.prediction_keys, manifest) into a fresh warehouse database.
+The baseline is a plain COPY of the same rows, already in their final column form, into an empty
+table with the same columns. Prints rows/s for both and the ratio (goal: >= 0.5).
+Uses the embedded warehouse unless DRIFTLOOP_WAREHOUSE_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from driftloop import warehouse  # noqa: E402
+from driftloop.ingest import PREDICTION_COLUMNS, ingest  # noqa: E402
+from driftloop.simulate import Scenario, generate_predictions, prediction_lines  # noqa: E402
+from driftloop.spec import ModelSpec  # noqa: E402
+
+
+def benchmark_spec() -> ModelSpec:
+    numeric = [{"name": f"num_{i:02d}", "type": "numeric", "required": i % 3 != 0, "min": -1e6, "max": 1e6} for i in range(14)]
+    categorical = [
+        {"name": f"cat_{i}", "type": "categorical", "required": True, "categories": [f"c{j}" for j in range(8)]}
+        for i in range(5)
+    ]
+    return ModelSpec.model_validate(
+        {
+            "name": "bench",
+            "task": "binary_classification",
+            "classes": ["no", "yes"],
+            "positive_class": "yes",
+            "features": [*numeric, *categorical, {"name": "flag", "type": "boolean", "required": False}],
+            "segment": {"name": "region", "values": ["na", "eu", "apac"]},
+        }
+    )
+
+
+def _database(admin_url: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(admin_url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def _drop(admin_url: str, url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def _copy_text(lines: bytes, model_name: str) -> bytes:
+    """The landed rows as COPY text in raw.predictions' columns (prepared outside the timing)."""
+    import orjson
+
+    out = io.StringIO()
+    for number, line in enumerate(lines.splitlines(), start=1):
+        event = orjson.loads(line)
+        scores = event["scores"]
+        values = [
+            model_name, event["prediction_id"], event["model_version"], event["variant"], event["experiment_id"],
+            event["unit_id"], event["request_ts"], event["latency_ms"], orjson.dumps(event["features"]).decode(),
+            event["prediction"], orjson.dumps(scores).decode(), scores.get("yes"), event["segment"], event["error"], 1, number,
+        ]  # fmt: skip
+        out.write("\t".join("\\N" if v is None else str(v).replace("\\", "\\\\") for v in values) + "\n")
+    return out.getvalue().encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=10)
+    args = parser.parse_args()
+
+    spec = benchmark_spec()
+    admin = warehouse.resolve_url()
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = (now - timedelta(days=2)).replace(hour=0, minute=0, second=0)
+    end = start + timedelta(hours=args.files)
+    work = Path(tempfile.mkdtemp(prefix="dl-bench-"))
+    try:
+        t0 = time.perf_counter()
+        frame = generate_predictions(spec, args.rows, start, end, Scenario(seed=1))
+        lines = prediction_lines(frame)
+        del frame
+        rows_per_file = -(-args.rows // args.files)
+        all_lines = lines.splitlines(keepends=True)
+        day = start.date().isoformat()
+        folder = work / "landing" / spec.name / "predictions" / f"dt={day}"
+        folder.mkdir(parents=True)
+        old = (now - timedelta(hours=1)).timestamp()
+        for index in range(args.files):
+            path = folder / f"predictions-{index:03d}.jsonl"
+            path.write_bytes(b"".join(all_lines[index * rows_per_file : (index + 1) * rows_per_file]))
+            os.utime(path, (old, old))
+        copy_payload = _copy_text(lines, spec.name)
+        size_mb = len(lines) / 1e6
+        del all_lines, lines
+        print(f"data: {args.rows:,} predictions, {len(spec.features)} features, {args.files} files, {size_mb:.0f} MB "
+              f"of JSON lines (prepared in {time.perf_counter() - t0:.0f}s)")  # fmt: skip
+
+        # Baseline: plain COPY of the same rows into an empty table with the same columns.
+        baseline_url = _database(admin)
+        with psycopg.connect(baseline_url) as conn:
+            conn.execute(
+                """create table plain_predictions (
+                    model_name text, prediction_id text, model_version text, variant text, experiment_id text,
+                    unit_id text, request_ts timestamptz, latency_ms double precision, features jsonb,
+                    prediction text, scores jsonb, score double precision, segment text, error text,
+                    file_id bigint, line_number integer)"""
+            )
+            conn.commit()
+            t0 = time.perf_counter()
+            with conn.cursor() as cursor, cursor.copy(
+                f"copy plain_predictions ({', '.join(PREDICTION_COLUMNS)}) from stdin"
+            ) as copy:
+                for offset in range(0, len(copy_payload), 1 << 20):
+                    copy.write(copy_payload[offset : offset + (1 << 20)])
+            conn.commit()
+            copy_seconds = time.perf_counter() - t0
+            copied = conn.execute("select count(*) from plain_predictions").fetchone()[0]
+        _drop(admin, baseline_url)
+        del copy_payload
+
+        # The full ingest path into a fresh, migrated warehouse.
+        ingest_url = _database(admin)
+        warehouse.migrate(ingest_url)
+        t0 = time.perf_counter()
+        result = ingest(spec, landing_root=str(work / "landing"), url=ingest_url, now=now, kinds=["predictions"])
+        ingest_seconds = time.perf_counter() - t0
+        with psycopg.connect(ingest_url) as conn:
+            loaded = conn.execute("select count(*) from raw.predictions").fetchone()[0]
+        _drop(admin, ingest_url)
+        assert copied == args.rows and loaded == args.rows == result.rows_loaded, (copied, loaded, result.rows_rejected)
+
+        copy_rate, ingest_rate = args.rows / copy_seconds, args.rows / ingest_seconds
+        print(f"plain COPY     : {copy_seconds:7.1f} s  {copy_rate:>10,.0f} rows/s")
+        print(f"driftloop ingest: {ingest_seconds:7.1f} s  {ingest_rate:>10,.0f} rows/s")
+        print(f"ratio ingest / plain COPY: {ingest_rate / copy_rate:.2f}  (goal >= 0.50)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
