@@ -28,9 +28,15 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from driftloop import warehouse  # noqa: E402
-from driftloop.ingest import PREDICTION_COLUMNS, ingest  # noqa: E402
+from driftloop.ingest import ingest  # noqa: E402
 from driftloop.simulate import Scenario, generate_predictions, prediction_lines  # noqa: E402
 from driftloop.spec import ModelSpec  # noqa: E402
+
+
+COLUMNS = (
+    "model_name", "prediction_id", "model_version", "variant", "experiment_id", "unit_id", "request_ts",
+    "latency_ms", "event", "prediction", "scores", "score", "segment", "error", "file_id", "line_number",
+)  # fmt: skip
 
 
 def benchmark_spec() -> ModelSpec:
@@ -76,7 +82,7 @@ def _copy_text(lines: bytes, model_name: str) -> bytes:
         scores = event["scores"]
         values = [
             model_name, event["prediction_id"], event["model_version"], event["variant"], event["experiment_id"],
-            event["unit_id"], event["request_ts"], event["latency_ms"], orjson.dumps(event["features"]).decode(),
+            event["unit_id"], event["request_ts"], event["latency_ms"], line.decode(),
             event["prediction"], orjson.dumps(scores).decode(), scores.get("yes"), event["segment"], event["error"], 1, number,
         ]  # fmt: skip
         out.write("\t".join("\\N" if v is None else str(v).replace("\\", "\\\\") for v in values) + "\n")
@@ -122,14 +128,14 @@ def main() -> None:
             conn.execute(
                 """create table plain_predictions (
                     model_name text, prediction_id text, model_version text, variant text, experiment_id text,
-                    unit_id text, request_ts timestamptz, latency_ms double precision, features jsonb,
+                    unit_id text, request_ts timestamptz, latency_ms double precision, event jsonb,
                     prediction text, scores jsonb, score double precision, segment text, error text,
                     file_id bigint, line_number integer)"""
             )
             conn.commit()
             t0 = time.perf_counter()
             with conn.cursor() as cursor, cursor.copy(
-                f"copy plain_predictions ({', '.join(PREDICTION_COLUMNS)}) from stdin"
+                f"copy plain_predictions ({', '.join(COLUMNS)}) from stdin"
             ) as copy:
                 for offset in range(0, len(copy_payload), 1 << 20):
                     copy.write(copy_payload[offset : offset + (1 << 20)])

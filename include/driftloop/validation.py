@@ -81,17 +81,14 @@ def _condition_columns(frame: pd.DataFrame, check: Check) -> list[str]:
     return [column for column in frame.columns if column in condition]
 
 
-def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str = "batch") -> ValidationReport:
-    """Run `checks` with GX on `frame` (which has a `__line` column); collect reasons per failing line."""
-    if frame.empty or not checks:
-        return ValidationReport({}, len(checks), [])
-    gx, gxe, ProgressBarsConfig = _gx()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    source = context.data_sources.add_pandas("driftloop")
-    reasons: dict[int, list[Reason]] = defaultdict(list)
-    failed: list[str] = []
-    for group_number, group in enumerate(_column_groups(checks)):
+def _run_suites(context, frame: pd.DataFrame, checks: list[Check], selected: list[int], result_format: dict,
+                suite_name: str) -> list[tuple[Check, Any]]:  # fmt: skip
+    """Run the selected checks in narrow column groups; returns (check, GX result) pairs."""
+    gx, gxe, _ = _gx()
+    source = context.data_sources.add_pandas(f"driftloop-{uuid.uuid4().hex[:8]}")
+    outcomes = []
+    for group_number, group in enumerate(_column_groups([checks[i] for i in selected])):
+        group = [selected[i] for i in group]
         columns = [LINE]
         for index in group:
             for column in [checks[index].column, *_condition_columns(frame, checks[index])]:
@@ -105,10 +102,7 @@ def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str 
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"validate-{suite.name}", data=batch, suite=suite)
         )
-        result = definition.run(
-            batch_parameters={"dataframe": frame[columns]},
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [LINE]},
-        )
+        result = definition.run(batch_parameters={"dataframe": frame[columns]}, result_format=result_format)
         for outcome in result.results:
             check = checks[outcome.expectation_config.meta["check"]]
             if outcome.exception_info and outcome.exception_info.get("raised_exception"):
@@ -117,10 +111,29 @@ def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str 
                     f"validation check {check.rule} on {check.column} failed to run: "
                     f"{outcome.exception_info.get('exception_message')}"
                 )
-            if outcome.success:
-                continue
-            failed.append(f"{check.field}:{check.rule}")
+            outcomes.append((outcome.expectation_config.meta["check"], outcome))
+    return outcomes
+
+
+def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str = "batch") -> ValidationReport:
+    """Run `checks` with GX on `frame` (which has a `__line` column); collect reasons per failing line.
+
+    Two passes: every check with BOOLEAN_ONLY results (cheap), then only the failed ones again with
+    COMPLETE results, which list the failing rows by `__line`.
+    """
+    if frame.empty or not checks:
+        return ValidationReport({}, len(checks), [])
+    gx, _, ProgressBarsConfig = _gx()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    first = _run_suites(context, frame, checks, list(range(len(checks))), {"result_format": "BOOLEAN_ONLY"}, suite_name)
+    failed_checks = sorted(index for index, outcome in first if not outcome.success)
+    reasons: dict[int, list[Reason]] = defaultdict(list)
+    if failed_checks:
+        detail = {"result_format": "COMPLETE", "unexpected_index_column_names": [LINE]}
+        for index, outcome in _run_suites(context, frame, checks, failed_checks, detail, suite_name):
+            check = checks[index]
             for unexpected in outcome.result.get("unexpected_index_list") or []:
-                value = unexpected.get(check.column)
-                reasons[int(unexpected[LINE])].append(Reason(check.field, check.rule, check.explain(value)))
+                reasons[int(unexpected[LINE])].append(Reason(check.field, check.rule, check.explain(unexpected.get(check.column))))
+    failed = [f"{checks[i].field}:{checks[i].rule}" for i in failed_checks]
     return ValidationReport(dict(reasons), len(checks), failed)

@@ -59,7 +59,7 @@ def test_good_file_loads_once_and_rerun_adds_nothing(spec, root, warehouse_url):
     with psycopg.connect(warehouse_url) as conn:
         manifest = conn.execute("select path, status, rows_loaded, rows_rejected, checksum from raw.ingest_files").fetchall()
         row = conn.execute(
-            "select prediction, score, scores->>'churn', features->>'plan', segment, tableoid::regclass::text "
+            "select prediction, score, scores->>'churn', event->'features'->>'plan', segment, tableoid::regclass::text "
             "from raw.predictions where prediction_id = %s", (events[0]["prediction_id"],)
         ).fetchone()  # fmt: skip
     assert manifest[0][:4] == (str(path), "loaded", 3, 0) and len(manifest[0][4]) == 64

@@ -33,8 +33,8 @@ create table raw.predictions (
     unit_id       text,
     request_ts    timestamptz not null,
     latency_ms    double precision not null check (latency_ms >= 0),
-    -- prediction, scores and features may be null only for a failed request (error set)
-    features      jsonb,
+    event         jsonb not null,                 -- the event exactly as landed (features live here)
+    -- prediction and scores may be null only for a failed request (error set)
     prediction    text,
     scores        jsonb,                          -- class -> probability, always the full object
     score         double precision,               -- positive-class probability (binary models)
@@ -43,9 +43,8 @@ create table raw.predictions (
     file_id       bigint not null,
     line_number   integer not null,
     loaded_at     timestamptz not null default now(),
-    check (error is not null or (prediction is not null and scores is not null and features is not null))
+    check (error is not null or (prediction is not null and scores is not null))
 ) partition by range (request_ts);
-create unique index predictions_id_per_partition on raw.predictions (model_name, prediction_id, request_ts);
 create index predictions_model_ts on raw.predictions (model_name, request_ts);
 
 -- prediction_id is unique per model across all days; a partitioned table cannot enforce that
@@ -67,6 +66,7 @@ create table raw.feedback (
     outcome       double precision,
     feedback_ts   timestamptz not null,
     source        text not null,
+    event         jsonb not null,                 -- the event exactly as landed
     file_id       bigint not null,
     line_number   integer not null,
     loaded_at     timestamptz not null default now(),
