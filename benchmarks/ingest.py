@@ -32,7 +32,6 @@ from driftloop.ingest import ingest  # noqa: E402
 from driftloop.simulate import Scenario, generate_predictions, prediction_lines  # noqa: E402
 from driftloop.spec import ModelSpec  # noqa: E402
 
-
 COLUMNS = (
     "model_name", "prediction_id", "model_version", "variant", "experiment_id", "unit_id", "request_ts",
     "latency_ms", "event", "prediction", "scores", "score", "segment", "error", "file_id", "line_number",

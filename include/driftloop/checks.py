@@ -57,7 +57,6 @@ def _number(value: Any) -> str:
 @dataclass
 class CheckedBatch:
     parsed: ParsedFile
-    frame: pd.DataFrame  # typed columns, one row per parsed row
     reasons: dict[int, list[Reason]]  # line -> why it is rejected (unparsed lines included)
     scores: dict[str, pd.Series]  # class -> probability (normalised)
     timestamps: pd.Series  # the event time (request_ts / feedback_ts), parsed
@@ -226,4 +225,4 @@ def check_batch(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -
     reasons = dict(report.reasons)
     for item in parsed.unparsed:
         reasons[item.line] = [item.reason]
-    return CheckedBatch(parsed, frame, reasons, scores, timestamps)
+    return CheckedBatch(parsed, reasons, scores, timestamps)

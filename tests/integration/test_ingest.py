@@ -269,3 +269,54 @@ def test_events_on_several_days_land_in_their_partitions(spec, root, warehouse_u
         parts = [r[0] for r in conn.execute(
             "select tableoid::regclass::text from raw.predictions order by request_ts").fetchall()]  # fmt: skip
     assert parts == ["raw.predictions_20261118", "raw.predictions_20261119", "raw.predictions_20261120"]
+
+
+def _loaded_rows(url):
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """select prediction_id, model_version, variant, experiment_id, unit_id, request_ts, latency_ms, event,
+                      prediction, scores, score, segment, error, line_number
+               from raw.predictions order by line_number"""
+        ).fetchall()
+
+
+def test_fast_and_exact_readers_load_identical_rows(spec, root, admin_url, monkeypatch):
+    from conftest import drop_database, new_database
+
+    from driftloop import parsing
+
+    # GIVEN a clean file with nulls in optional fields, ints for floats, numeric scores and failed requests
+    events = [prediction(spec) for _ in range(20)]
+    events[3]["features"] = {**events[3]["features"], "age": None, "discount_pct": 5}
+    events[5]["scores"] = {"stay": 0.25, "churn": 0.75}
+    events[7] = prediction(spec, prediction=None, scores=None, features=None, error="model timeout")
+    events[9]["experiment_id"] = "exp-1"
+    land(root, "churn", "predictions", "clean.jsonl", events)
+    fast_url, exact_url = new_database(admin_url), new_database(admin_url)
+    try:
+        # WHEN it is loaded by the Arrow reader, and again with the Arrow reader turned off
+        readers = []
+        real_read_arrow = parsing._read_arrow
+        def spy(*args):
+            readers.append(real_read_arrow(*args))
+            return readers[-1]
+
+        monkeypatch.setattr(parsing, "_read_arrow", spy)
+        assert run(spec, root, fast_url).rows_loaded == 20
+        monkeypatch.setattr(parsing, "_read_arrow", lambda *a: None)
+        assert run(spec, root, exact_url).rows_loaded == 20
+        # THEN the warehouse holds exactly the same rows
+        assert len(readers) == 1 and readers[0] is not None and readers[0].reader == "arrow"
+        assert _loaded_rows(fast_url) == _loaded_rows(exact_url)
+    finally:
+        drop_database(admin_url, fast_url)
+        drop_database(admin_url, exact_url)
+
+
+def test_arrow_reader_is_used_for_clean_files_and_gives_up_on_dirty_ones(spec):
+    from driftloop.parsing import parse_file
+
+    clean = b"".join(__import__("orjson").dumps(prediction(spec)) + b"\n" for _ in range(3))
+    dirty = clean + b'{"prediction_id": 5}\n'
+    assert parse_file(spec, "predictions", "a.jsonl", clean, young=False).reader == "arrow"
+    assert parse_file(spec, "predictions", "a.jsonl", dirty, young=False).reader == "rows"
