@@ -32,7 +32,8 @@ lock: ## re-resolve requirements.txt into requirements.lock
 demo: install ## the closed loop on the embedded warehouse, one command
 	$(BIN)/driftloop demo
 
-test: install ## the whole suite: unit, integration (real PostgreSQL), DAG tests
+test: install ## lint, then the whole suite: unit, integration (real PostgreSQL), DAG and e2e tests
+	$(BIN)/ruff check dags include tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-unit: install
