@@ -250,20 +250,31 @@ def _reject_repeats(ids: pd.Series, lines: np.ndarray, candidate: np.ndarray, re
         rejected.setdefault(int(line), []).append(Reason("prediction_id", "duplicate", describe(key, first_line[key])))
 
 
+def _reject_loaded(keys: pd.Series, lines: np.ndarray, candidate: np.ndarray, rejected: dict[int, list[Reason]],
+                   loaded: dict[str, str], describe) -> None:  # fmt: skip
+    """Keys that an earlier file already loaded (`loaded`: key -> where) are rejected, with a pointer."""
+    if not loaded:
+        return
+    for index in np.flatnonzero(candidate & keys.isin(loaded).to_numpy()):
+        key = keys.iloc[index]
+        rejected.setdefault(int(lines[index]), []).append(
+            Reason("prediction_id", "duplicate", f"{describe(key)}: already loaded from {loaded[key]}")
+        )
+        candidate[index] = False
+
+
 def _load_predictions(loader: _FileLoader, file_id: int, batch: CheckedBatch,
                       rejected: dict[int, list[Reason]]) -> tuple[int, datetime | None, datetime | None]:  # fmt: skip
     spec, conn, parsed = loader.spec, loader.conn, batch.parsed
     source, lines = parsed.source, parsed.lines
     ids = pd.Series(source.arrow("prediction_id", "string").to_pandas(), dtype=object)
     candidate = batch.valid()
-    _reject_repeats(
-        ids, lines, candidate, rejected,
-        lambda key, first: f"duplicate prediction_id {_short(key)} (first seen at line {first} of this file)",
-    )  # fmt: skip
+    describe = lambda key: f"duplicate prediction_id {_short(key)}"  # noqa: E731
+    _reject_repeats(ids, lines, candidate, rejected, lambda key, first: f"{describe(key)} (first seen at line {first} of this file)")
     candidate &= ~np.isin(lines, list(rejected))
-    existing = {
-        row[0]: (row[1], row[2])
-        for row in _lookup(
+    loaded = {
+        prediction_id: f"{path} line {line}"
+        for prediction_id, path, line in _lookup(
             conn,
             """select k.prediction_id, f.path, k.line_number from raw.prediction_keys k
                join raw.ingest_files f using (file_id) where k.model_name = %s and k.prediction_id = any(%s)""",
@@ -271,14 +282,7 @@ def _load_predictions(loader: _FileLoader, file_id: int, batch: CheckedBatch,
             ids[candidate].tolist(),
         )
     }
-    if existing:
-        for index in np.flatnonzero(candidate & ids.isin(existing).to_numpy()):
-            path, line = existing[ids.iloc[index]]
-            rejected.setdefault(int(lines[index]), []).append(
-                Reason("prediction_id", "duplicate",
-                       f"duplicate prediction_id {_short(ids.iloc[index])}: already loaded from {path} line {line}")
-            )  # fmt: skip
-            candidate[index] = False
+    _reject_loaded(ids, lines, candidate, rejected, loaded, describe)
     if not candidate.any():
         return 0, None, None
     keep = pa.array(candidate)
@@ -286,7 +290,7 @@ def _load_predictions(loader: _FileLoader, file_id: int, batch: CheckedBatch,
     positive = spec.positive_class
     table = pa.table(
         {
-            "model_name": pa.repeat(spec.name, rows) if hasattr(pa, "repeat") else pa.array([spec.name] * rows),
+            "model_name": pa.repeat(spec.name, rows),
             "prediction_id": source.arrow("prediction_id", "string"),
             "model_version": source.arrow("model_version", "string"),
             "variant": source.arrow("variant", "string"),
@@ -318,31 +322,26 @@ def _load_feedback(loader: _FileLoader, file_id: int, batch: CheckedBatch,
     stamps = batch.timestamps
     keys = ids + "@" + stamps.map(lambda ts: ts.isoformat() if not pd.isna(ts) else "")
     candidate = batch.valid()
-    _reject_repeats(
-        keys, lines, candidate, rejected,
-        lambda key, first: f"duplicate feedback for {_short(key.split('@')[0])} at {key.split('@')[1]} (first seen at line {first})",
-    )  # fmt: skip
+    describe = lambda key: "duplicate feedback for {} at {}".format(_short(key.split("@")[0]), key.split("@")[1])  # noqa: E731
+    _reject_repeats(keys, lines, candidate, rejected, lambda key, first: f"{describe(key)} (first seen at line {first})")
     candidate &= ~np.isin(lines, list(rejected))
     loaded = {
-        f"{prediction_id}@{feedback_time.astimezone(UTC).isoformat()}"
-        for prediction_id, feedback_time in _lookup(
+        f"{prediction_id}@{feedback_time.astimezone(UTC).isoformat()}": path
+        for prediction_id, feedback_time, path in _lookup(
             conn,
-            "select prediction_id, feedback_ts from raw.feedback where model_name = %s and prediction_id = any(%s)",
+            """select f.prediction_id, f.feedback_ts, m.path from raw.feedback f join raw.ingest_files m using (file_id)
+               where f.model_name = %s and f.prediction_id = any(%s)""",
             spec.name,
             ids[candidate].tolist(),
         )
     }
-    for index in np.flatnonzero(candidate & keys.isin(loaded).to_numpy()):
-        rejected.setdefault(int(lines[index]), []).append(
-            Reason("prediction_id", "duplicate", f"duplicate feedback for {_short(ids.iloc[index])} at {stamps.iloc[index].isoformat()}: already loaded")
-        )
-        candidate[index] = False
+    _reject_loaded(keys, lines, candidate, rejected, loaded, describe)
     if not candidate.any():
         return 0, None, None
     rows = len(lines)
     table = pa.table(
         {
-            "model_name": pa.array([spec.name] * rows),
+            "model_name": pa.repeat(spec.name, rows),
             "prediction_id": source.arrow("prediction_id", "string"),
             "label": source.arrow("label", "string"),
             "outcome": source.arrow("outcome", "float64"),

@@ -24,6 +24,7 @@ def configure_environment() -> Path:
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "driftloop")  # cosmos warns when it is unset
     airflow_home.mkdir(parents=True, exist_ok=True)
     return airflow_home
 
