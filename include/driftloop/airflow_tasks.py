@@ -31,6 +31,7 @@ def run_ingest(model_name: str, kind: str, run_id: str) -> dict[str, Any]:
 
     url = warehouse.resolve_url(use_airflow=True)
     warehouse.migrate(url)  # a no-op when applied; lets a new warehouse work without a separate step
+    warehouse.sync_specs(url)
     result = ingest(get_spec(model_name), landing_root=landing_root_from_airflow(), url=url, run_id=run_id, kinds=[kind])
     failed = [f.path for f in result.files if f.status == "failed"]
     summary = {

@@ -66,7 +66,9 @@ def warehouse_migrate(url: UrlOption = None) -> None:
     from driftloop import warehouse
 
     applied = warehouse.migrate(url)
+    models = warehouse.sync_specs(url)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+    typer.echo(f"specs synced to ops.model_specs: {', '.join(models)}")
 
 
 @warehouse_app.command("down")
@@ -120,6 +122,7 @@ def ingest(
         raise _fail(str(exc)) from None
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
+    warehouse.sync_specs(resolved)
     result = run_ingest(spec, landing_root=landing, url=resolved, run_id="cli")
     typer.echo(json.dumps(result.as_dict(), indent=2, default=str) if as_json else format_run(result))
     if result.count("failed"):

@@ -39,6 +39,7 @@ def run_demo(model_name: str = "churn", day: date | None = None, rows_per_hour: 
     _say("== 1. warehouse")
     url = warehouse.resolve_url()
     applied = warehouse.migrate(url)
+    warehouse.sync_specs(url)
     _say(f"   {warehouse.redact(url)}  (migrations applied now: {len(applied)})")
 
     _say(f"== 2. a simulated day ({day}) of {model_name} traffic lands, with bad input mixed in")

@@ -194,3 +194,34 @@ def ensure_day_partitions(conn: psycopg.Connection, days: list) -> None:
     """Create the daily partitions of raw.predictions that `days` (dates) need, if missing."""
     for day in sorted(set(days)):
         conn.execute("select raw.ensure_predictions_partition(%s)", (day,))
+
+
+def sync_specs(url: str | None = None, specs: dict | None = None) -> list[str]:
+    """Upsert the model specs into ops.model_specs (one row per model); returns the model names."""
+    import orjson
+
+    from driftloop.spec import load_specs
+
+    specs = specs if specs is not None else load_specs()
+    with connect(url) as conn, conn.transaction():
+        for spec in specs.values():
+            payload = spec.model_dump(mode="json")
+            conn.execute(
+                """
+                insert into ops.model_specs (model_name, task, classes, positive_class, segment_name, features,
+                    window_sizes, expected_label_delay, min_label_coverage, spec, synced_at)
+                values (%s, %s, %s::jsonb, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s::jsonb, now())
+                on conflict (model_name) do update set
+                    task = excluded.task, classes = excluded.classes, positive_class = excluded.positive_class,
+                    segment_name = excluded.segment_name, features = excluded.features,
+                    window_sizes = excluded.window_sizes, expected_label_delay = excluded.expected_label_delay,
+                    min_label_coverage = excluded.min_label_coverage, spec = excluded.spec, synced_at = now()
+                """,
+                (
+                    spec.name, spec.task.value, orjson.dumps(list(spec.classes)).decode(), spec.positive_class,
+                    spec.segment.name if spec.segment else None, orjson.dumps(payload["features"]).decode(),
+                    orjson.dumps(list(spec.windows.sizes)).decode(), spec.windows.expected_label_delay,
+                    spec.windows.min_label_coverage, orjson.dumps(payload).decode(),
+                ),
+            )  # fmt: skip
+    return sorted(specs)

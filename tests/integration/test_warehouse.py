@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-from datetime import date
+from datetime import date, timedelta
 from types import SimpleNamespace
 
 import psycopg
@@ -88,3 +88,18 @@ def test_url_from_airflow_connection():
     socket = SimpleNamespace(login="postgres", password=None, host="/tmp/pg", port=None, schema="driftloop", extra_dejson={})
     assert warehouse.url_from_connection(socket) == "postgresql://postgres@/driftloop?host=%2Ftmp%2Fpg"
     assert warehouse.redact("postgresql://dl:secret@h:5432/db") == "postgresql://dl:***@h:5432/db"
+
+
+def test_specs_sync_into_the_warehouse_and_resync_updates(warehouse_url):
+    from driftloop.spec import get_spec
+
+    spec = get_spec("churn")
+    assert warehouse.sync_specs(warehouse_url, {"churn": spec}) == ["churn"]
+    changed = spec.model_copy(update={"positive_class": "stay"})
+    warehouse.sync_specs(warehouse_url, {"churn": changed})
+    with psycopg.connect(warehouse_url) as conn:
+        rows = conn.execute(
+            "select model_name, task, classes, positive_class, segment_name, expected_label_delay, min_label_coverage "
+            "from ops.model_specs"
+        ).fetchall()
+    assert rows == [("churn", "binary_classification", ["stay", "churn"], "stay", "region", timedelta(days=3), 0.5)]
