@@ -72,10 +72,11 @@ class _Builder:
         self.columns: dict[str, Any] = {LINE: parsed.lines}
         self.checks: list[Check] = []
 
-    def check(self, expectation: str, column: str, values: Any, field: str, rule: str, explain, **kwargs) -> None:
+    def check(self, expectation: str, column: str, values: Any, field: str, rule: str, explain,
+              digits_alike: bool = False, **kwargs) -> None:  # fmt: skip
         if column not in self.columns:
             self.columns[column] = values
-        self.checks.append(Check(expectation, column, field, rule, explain, kwargs))
+        self.checks.append(Check(expectation, column, field, rule, explain, kwargs, digits_alike))
 
     def required(self, path: str, field: str, *, only_if_served: bool = False) -> None:
         kwargs = {"row_condition": _SERVED, "condition_parser": "pandas"} if only_if_served else {}
@@ -110,7 +111,7 @@ class _Builder:
                 f"{f} {_short(v)} has no UTC offset (write e.g. 2026-01-31T12:00:00+00:00)"
                 if _NO_OFFSET.match(str(v)) else f"{f} {_short(v)} is not an RFC 3339 timestamp with offset"
             ),
-            regex=RFC3339,
+            regex=RFC3339, digits_alike=True,
         )  # fmt: skip
         parsed = pd.to_datetime(strings, utc=True, format="ISO8601", errors="coerce")
         parsed = parsed.where(strings.isna() | parsed.notna(), _UNPARSEABLE_TS)

@@ -11,9 +11,10 @@ import os
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 LINE = "__line"
@@ -39,6 +40,9 @@ class Check:
     rule: str  # short machine-friendly rule name: not_null, type, range, allowed_values, ...
     explain: Callable[[Any], str]  # failing value -> message
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # For a regex in which every digit is matched by \d and no literal digit appears: replacing each
+    # digit of a value by 0 cannot change whether it matches, so distinct "shapes" stand for the values.
+    digits_alike: bool = False
 
 
 @dataclass
@@ -65,14 +69,14 @@ def _gx():
 _COLUMNS_PER_RUN = 6
 
 
-def _column_groups(checks: list[Check]) -> list[list[int]]:
+def _column_groups(checks: list[Check], columns_per_run: int = _COLUMNS_PER_RUN) -> list[list[int]]:
     by_column: dict[str, list[int]] = {}
     for index, check in enumerate(checks):
         by_column.setdefault(check.column, []).append(index)
     columns = list(by_column)
     return [
-        [index for column in columns[start : start + _COLUMNS_PER_RUN] for index in by_column[column]]
-        for start in range(0, len(columns), _COLUMNS_PER_RUN)
+        [index for column in columns[start : start + columns_per_run] for index in by_column[column]]
+        for start in range(0, len(columns), columns_per_run)
     ]
 
 
@@ -82,12 +86,12 @@ def _condition_columns(frame: pd.DataFrame, check: Check) -> list[str]:
 
 
 def _run_suites(context, frame: pd.DataFrame, checks: list[Check], selected: list[int], result_format: dict,
-                suite_name: str) -> list[tuple[Check, Any]]:  # fmt: skip
+                suite_name: str, columns_per_run: int = _COLUMNS_PER_RUN) -> list[tuple[int, Any]]:  # fmt: skip
     """Run the selected checks in narrow column groups; returns (check, GX result) pairs."""
     gx, gxe, _ = _gx()
     source = context.data_sources.add_pandas(f"driftloop-{uuid.uuid4().hex[:8]}")
     outcomes = []
-    for group_number, group in enumerate(_column_groups([checks[i] for i in selected])):
+    for group_number, group in enumerate(_column_groups([checks[i] for i in selected], columns_per_run)):
         group = [selected[i] for i in group]
         columns = [LINE]
         for index in group:
@@ -95,10 +99,14 @@ def _run_suites(context, frame: pd.DataFrame, checks: list[Check], selected: lis
                 if column not in columns:
                     columns.append(column)
         batch = source.add_dataframe_asset(f"slice-{group_number}").add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{suite_name}-{group_number}-{uuid.uuid4().hex[:8]}"))
-        for index in group:
-            check = checks[index]
-            suite.add_expectation(getattr(gxe, check.expectation)(column=check.column, meta={"check": index}, **check.kwargs))
+        expectations = [
+            getattr(gxe, checks[index].expectation)(column=checks[index].column, meta={"check": index}, **checks[index].kwargs)
+            for index in group
+        ]
+        # all expectations at once: adding them one by one re-serializes the suite each time
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=f"{suite_name}-{group_number}-{uuid.uuid4().hex[:8]}", expectations=expectations)
+        )
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"validate-{suite.name}", data=batch, suite=suite)
         )
@@ -115,18 +123,70 @@ def _run_suites(context, frame: pd.DataFrame, checks: list[Check], selected: lis
     return outcomes
 
 
+_CONDITION_KEYS = ("row_condition", "condition_parser")
+
+
+def _representatives(check: Check, frame: pd.DataFrame, masks: dict[str, np.ndarray]) -> list[Any]:
+    """A few values of the check's column that fail the check exactly when some row does.
+
+    The four expectations used here are predicates on single values (null, in a set, in a range,
+    matching a regex), so a column passes iff its distinct values pass, iff its extremes pass (range).
+    """
+    values = frame[check.column]
+    condition = check.kwargs.get("row_condition")
+    if condition:
+        if condition not in masks:
+            masks[condition] = frame.eval(condition).to_numpy(dtype=bool)
+        values = values[masks[condition]]
+    present = values.dropna()
+    if check.expectation == "ExpectColumnValuesToNotBeNull":
+        return ([None] if len(present) < len(values) else []) + (present.iloc[:1].tolist() or ["(no rows)"])
+    if present.empty:
+        return [None]
+    if check.expectation == "ExpectColumnValuesToBeBetween":
+        return [present.min(), present.max()]
+    if check.expectation == "ExpectColumnValuesToMatchRegex" and check.digits_alike:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        shapes = pc.replace_substring_regex(pa.array(present.astype(str), type=pa.string()), r"\d", "0")
+        return pc.unique(shapes).to_pylist()
+    return pd.unique(present).tolist()
+
+
+def _summary_frame(frame: pd.DataFrame, checks: list[Check]) -> tuple[pd.DataFrame, list[Check]]:
+    """One small frame of representatives per check (padded by repeating a value: never changes a verdict)."""
+    columns: dict[str, list[Any]] = {}
+    summary_checks = []
+    masks: dict[str, np.ndarray] = {}
+    for index, check in enumerate(checks):
+        name = f"c{index}"
+        columns[name] = _representatives(check, frame, masks)
+        kwargs = {k: v for k, v in check.kwargs.items() if k not in _CONDITION_KEYS}
+        summary_checks.append(replace(check, column=name, kwargs=kwargs))
+    rows = max(len(values) for values in columns.values())
+    padded = {name: pd.Series(values + [values[-1]] * (rows - len(values))) for name, values in columns.items()}
+    return pd.DataFrame({LINE: np.arange(rows), **padded}), summary_checks
+
+
 def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str = "batch") -> ValidationReport:
     """Run `checks` with GX on `frame` (which has a `__line` column); collect reasons per failing line.
 
-    Two passes: every check with BOOLEAN_ONLY results (cheap), then only the failed ones again with
-    COMPLETE results, which list the failing rows by `__line`.
+    Two passes: GX first validates a summary of the batch (for each check, the few values that fail
+    it exactly when a row does: nulls, distinct values, extremes) with BOOLEAN_ONLY results; then
+    only the failed checks run again on the whole batch with COMPLETE results, which list the
+    failing rows by `__line`. Clean batches, the common case, cost one small validation.
     """
     if frame.empty or not checks:
         return ValidationReport({}, len(checks), [])
     gx, _, ProgressBarsConfig = _gx()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    first = _run_suites(context, frame, checks, list(range(len(checks))), {"result_format": "BOOLEAN_ONLY"}, suite_name)
+    summary, summary_checks = _summary_frame(frame, checks)
+    first = _run_suites(
+        context, summary, summary_checks, list(range(len(checks))), {"result_format": "BOOLEAN_ONLY"}, suite_name,
+        columns_per_run=len(checks),
+    )  # fmt: skip
     failed_checks = sorted(index for index, outcome in first if not outcome.success)
     reasons: dict[int, list[Reason]] = defaultdict(list)
     if failed_checks:
