@@ -15,7 +15,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 
-.PHONY: install demo test test-unit lint lock warehouse-up migrate airflow-settings airflow-ui bench clean
+.PHONY: dbt-manifest install demo test test-unit lint lock warehouse-up migrate airflow-settings airflow-ui bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
-install: $(BIN)/.installed ## create .venv and install the pinned lock
+install: $(BIN)/.installed dbt-manifest ## create .venv, install the pinned lock, compile the dbt manifest
+
+# The metrics DAG renders its tasks from the compiled manifest (cheap DAG parsing). `dbt parse` needs
+# no database; the profile's variables only have to be set.
+DBT_MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project -name '*.sql' -o -name '*.yml' 2>/dev/null | grep -v '/target/')
+$(DBT_MANIFEST): $(BIN)/.installed $(DBT_SOURCES)
+	cd dbt_project && DRIFTLOOP_DBT_HOST=localhost DRIFTLOOP_DBT_USER=driftloop DRIFTLOOP_DBT_DBNAME=driftloop \
+		DO_NOT_TRACK=1 ../$(BIN)/dbt parse --profiles-dir . --quiet
+dbt-manifest: $(DBT_MANIFEST)
 
 lock: ## re-resolve requirements.txt into requirements.lock
 	$(BIN)/uv pip compile -q requirements.txt --override overrides.txt --python-version 3.11 -o requirements.lock
@@ -55,8 +64,9 @@ airflow-settings: install ## load airflow_settings.yaml (connections, variables,
 airflow-ui: install ## Airflow (api-server, scheduler, dag-processor, triggerer) on http://localhost:8080
 	$(BIN)/airflow standalone
 
-bench: install ## benchmarks (long)
+bench: install ## benchmarks (long): each prints a ratio against a raw baseline measured in the same run
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/profile.py
 
 clean:
 	-$(BIN)/driftloop warehouse down 2>/dev/null

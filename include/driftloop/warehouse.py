@@ -61,12 +61,19 @@ def start_embedded(datadir: Path | None = None, database: str = EMBEDDED_DATABAS
 
 
 def stop_embedded(datadir: Path | None = None) -> bool:
+    """Stop the embedded server of `datadir` if it runs (pg_ctl stop, fast mode)."""
     import pgserver
 
     datadir = Path(datadir or embedded_datadir())
-    if not (datadir / "PG_VERSION").exists():
+    if not (datadir / "postmaster.pid").exists():
         return False
-    pgserver.get_server(datadir, cleanup_mode="stop").cleanup()
+    # pgserver runs the server as its own OS user when we are root; pg_ctl must run as that user too
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=datadir, **({"user": user} if user else {}))
+    except Exception as exc:  # noqa: BLE001 - already stopped, or stale pid file
+        log.info("embedded warehouse in %s was not running (%s)", datadir, exc)
+        return False
     return True
 
 
@@ -225,3 +232,22 @@ def sync_specs(url: str | None = None, specs: dict | None = None) -> list[str]:
                 ),
             )  # fmt: skip
     return sorted(specs)
+
+
+def airflow_connection_json(url: str) -> str:
+    """The warehouse as an Airflow connection (JSON for AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE), for a local
+    Airflow (demo, tests) where no connection was configured; cosmos builds the dbt profile from it."""
+    import orjson
+
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    return orjson.dumps(
+        {
+            "conn_type": "postgres",
+            "host": info.get("host") or "localhost",
+            "port": int(info.get("port") or 5432),
+            "login": info.get("user") or "postgres",
+            # dbt-postgres (through cosmos) needs a non-empty password even with trust auth
+            "password": info.get("password") or "unused",
+            "schema": info.get("dbname") or "postgres",
+        }
+    ).decode()
