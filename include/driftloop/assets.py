@@ -13,3 +13,32 @@ def raw_asset(model_name: str):
     from airflow.sdk import Asset
 
     return Asset(name=raw_asset_name(model_name), group="driftloop")
+
+
+MARTS_ASSET_NAME = "driftloop.marts"
+
+
+def marts_asset():
+    """The dbt marts were rebuilt (emitted by the metrics DAG)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=MARTS_ASSET_NAME, group="driftloop")
+
+
+def any_raw_asset(model_names):
+    """Schedule on new raw data of any of these models."""
+    from functools import reduce
+    from operator import or_
+
+    return reduce(or_, [raw_asset(name) for name in sorted(model_names)])
+
+
+def profiles_asset_name(model_name: str) -> str:
+    return f"driftloop.{model_name}.profiles"
+
+
+def profiles_asset(model_name: str):
+    """whylogs profiles, summaries and bins of a model changed (emitted by profile__<model>)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=profiles_asset_name(model_name), group="driftloop")

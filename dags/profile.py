@@ -1,0 +1,49 @@
+"""profile__<model>: whylogs profiles of the windows that new raw data touched, one DAG per spec.
+
+Runs on the model's raw Asset; writes profiles.whylogs_profiles (hourly, merged daily),
+column_summaries and column_bins (on the reference's bin edges); emits the profiles Asset.
+Wiring only: the work is driftloop.profiling (see include/driftloop/airflow_tasks.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from driftloop.airflow_tasks import on_task_failure
+from driftloop.assets import profiles_asset, raw_asset
+from driftloop.spec import ModelSpec, load_specs
+
+
+def build_profile_dag(spec: ModelSpec):
+    @dag(
+        dag_id=f"profile__{spec.name}",
+        description=f"whylogs profiles of {spec.name}'s closed windows touched by new raw data",
+        schedule=[raw_asset(spec.name)],
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "owner": spec.owner,
+            "retries": 2,
+            "retry_delay": timedelta(minutes=1),
+            "on_failure_callback": on_task_failure,
+        },
+        tags=["driftloop", "profile", spec.name],
+        doc_md=__doc__,
+    )
+    def profile_dag():
+        @task(outlets=[profiles_asset(spec.name)])
+        def profile_new_windows() -> dict:
+            from driftloop.airflow_tasks import run_profiling
+
+            return run_profiling(spec.name)
+
+        profile_new_windows()
+
+    return profile_dag()
+
+
+for _spec in load_specs().values():
+    globals()[f"profile__{_spec.name}"] = build_profile_dag(_spec)
