@@ -1,0 +1,70 @@
+"""metrics: the dbt metrics layer (staging -> intermediate -> marts), one Airflow task per dbt model
+through astronomer-cosmos, dbt tests included (`dbt build` per model). Runs when any model's raw
+data changed; emits the marts Asset.
+
+Wiring only. Parsing is cheap: cosmos renders the task graph from dbt_project/target/manifest.json
+(`make dbt-manifest` writes it); the dbt profile comes from the `driftloop_warehouse` connection.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import dag, task
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+from cosmos.profiles import PostgresUserPasswordProfileMapping
+
+from driftloop.airflow_tasks import on_task_failure
+from driftloop.assets import any_raw_asset, marts_asset
+from driftloop.settings import PROJECT_DIR
+from driftloop.spec import load_specs
+
+DBT_PROJECT = PROJECT_DIR / "dbt_project"
+MANIFEST = DBT_PROJECT / "target" / "manifest.json"
+
+
+@dag(
+    dag_id="metrics",
+    description="dbt build of the metrics marts (windowed quality, latency, label coverage)",
+    schedule=any_raw_asset(load_specs()),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "driftloop",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "on_failure_callback": on_task_failure,
+    },
+    tags=["driftloop", "metrics", "dbt"],
+    doc_md=__doc__,
+)
+def metrics():
+    dbt = DbtTaskGroup(
+        group_id="dbt",
+        project_config=ProjectConfig(dbt_project_path=DBT_PROJECT, manifest_path=MANIFEST),
+        profile_config=ProfileConfig(
+            profile_name="driftloop",
+            target_name="warehouse",
+            profile_mapping=PostgresUserPasswordProfileMapping(conn_id="driftloop_warehouse", profile_args={"schema": "public"}),
+        ),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=str(Path(sys.executable).parent / "dbt"), invocation_mode=InvocationMode.DBT_RUNNER
+        ),
+        render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD, emit_datasets=False),
+        # the build's clock for label maturity: the end of the run's data interval, not "now"
+        operator_args={"vars": {"as_of": "{{ data_interval_end }}"}, "install_deps": False},
+        default_args={"owner": "driftloop", "retries": 2},
+    )
+
+    @task(outlets=[marts_asset()])
+    def publish_marts() -> None:
+        """Downstream DAGs (monitoring, retraining) schedule on this."""
+
+    dbt >> publish_marts()
+
+
+metrics()

@@ -1,0 +1,88 @@
+-- depends_on: {{ ref('int_prediction_loads') }}
+{%- set as_of = as_of_timestamp(var('as_of', none)) %}
+{%- set incremental = is_incremental() %}
+{%- set grain = ['model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start'] %}
+
+with
+
+windowed as (
+    select * from {{ ref('int_labeled_predictions_windowed') }}
+),
+
+model_specs as (
+    select * from {{ ref('stg_ops__model_specs') }}
+),
+
+{% if incremental %}
+changed_windows as (
+    {{ changed_windows(as_of, with_feedback=true, with_maturity=true) }}
+),
+{% endif %}
+
+window_predictions as (
+    select * from windowed
+    {{ in_changed_windows('windowed', incremental) }}
+),
+
+window_labels as (
+    select
+        {{ grain | join(', ') }},
+        min(window_end) as window_end,
+        count(*) as n_predictions,
+        count(*) filter (where not is_failed) as n_scored,
+        count(*) filter (where not is_failed and is_labelled) as n_labelled,
+        count(*) filter (where not is_failed and n_labels > 1) as n_relabelled,
+        -- the delay until the truth first became known (a later correction does not delay it)
+        percentile_cont(0.50) within group (order by label_delay_seconds) filter (where not is_failed)
+            as label_delay_p50_seconds,
+        percentile_cont(0.90) within group (order by label_delay_seconds) filter (where not is_failed)
+            as label_delay_p90_seconds,
+        percentile_cont(0.99) within group (order by label_delay_seconds) filter (where not is_failed)
+            as label_delay_p99_seconds,
+        max(loaded_at) as source_loaded_at
+    from window_predictions
+    group by {{ grain | join(', ') }}
+),
+
+final as (
+    select
+        ---------- the window key
+        window_labels.model_name,
+        window_labels.model_version,
+        window_labels.variant,
+        window_labels.segment,
+        window_labels.window_size,
+        window_labels.window_start,
+        window_labels.window_end,
+
+        ---------- coverage of the scored (not failed) predictions
+        window_labels.n_predictions,
+        window_labels.n_scored,
+        window_labels.n_labelled,
+        window_labels.n_scored - window_labels.n_labelled as n_awaiting,
+        window_labels.n_relabelled,
+        {{ safe_divide('window_labels.n_labelled', 'window_labels.n_scored') }} as label_coverage,
+
+        ---------- label delay (seconds from request to first label), over labelled predictions
+        window_labels.label_delay_p50_seconds,
+        window_labels.label_delay_p90_seconds,
+        window_labels.label_delay_p99_seconds,
+
+        ---------- label maturity
+        {{ is_mature(
+            safe_divide('window_labels.n_labelled', 'window_labels.n_scored'),
+            'model_specs.min_label_coverage',
+            'window_labels.window_end + model_specs.expected_label_delay',
+            as_of
+        ) }} as is_mature,
+        window_labels.window_end + model_specs.expected_label_delay as matures_at,
+
+        ---------- lineage
+        window_labels.source_loaded_at
+
+    from window_labels
+    inner join model_specs
+        on window_labels.model_name = model_specs.model_name
+)
+
+select * from final

@@ -1,0 +1,232 @@
+-- depends_on: {{ ref('int_prediction_loads') }}
+{%- set as_of = as_of_timestamp(var('as_of', none)) %}
+{%- set incremental = is_incremental() %}
+{%- set grain = ['model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start'] %}
+
+with
+
+windowed as (
+    select * from {{ ref('int_labeled_predictions_windowed') }}
+),
+
+model_specs as (
+    select * from {{ ref('stg_ops__model_specs') }}
+),
+
+{% if incremental %}
+changed_windows as (
+    {{ changed_windows(as_of, with_feedback=true, with_maturity=true) }}
+),
+{% endif %}
+
+window_predictions as (
+    select * from windowed
+    {{ in_changed_windows('windowed', incremental) }}
+),
+
+-- quality counts only predictions that were served (no error) and have a label
+evaluated as (
+    select * from window_predictions
+    where not is_failed and is_labelled
+),
+
+window_counts as (
+    select
+        {{ grain | join(', ') }},
+        min(window_end) as window_end,
+        count(*) as n_predictions,
+        count(*) filter (where is_failed) as n_failed,
+        count(*) filter (where not is_failed) as n_scored,
+        count(*) filter (where not is_failed and is_labelled) as n_labelled,
+        count(*) filter (where is_correct) as n_correct,
+        {{ stable_avg('log_loss') }} as log_loss,
+        {{ stable_avg('brier') }} as brier,
+        -- is_predicted_positive is NULL for failed requests and multiclass models
+        {{ safe_divide('count(*) filter (where is_predicted_positive)', 'count(is_predicted_positive)') }}
+            as positive_rate,
+        {{ stable_avg('positive_score') }} filter (where not is_failed) as mean_score,
+        {{ stable_avg('top_score') }} filter (where not is_failed) as mean_confidence,
+        max(loaded_at) as source_loaded_at
+    from window_predictions
+    group by {{ grain | join(', ') }}
+),
+
+-- per class counts: precision / recall / F1 of the positive class (binary) or their macro average
+class_counts as (
+    select
+        {% for column in grain %}evaluated.{{ column }},{% endfor %}
+        listed.class_name,
+        count(*) filter (
+            where evaluated.predicted_class = listed.class_name and evaluated.label = listed.class_name
+        ) as n_true_positive,
+        count(*) filter (where evaluated.predicted_class = listed.class_name) as n_predicted,
+        count(*) filter (where evaluated.label = listed.class_name) as n_actual
+    from evaluated
+    cross join lateral jsonb_array_elements_text(evaluated.classes) as listed (class_name)
+    group by {% for column in grain %}evaluated.{{ column }}, {% endfor %}listed.class_name
+),
+
+class_metrics as (
+    select
+        class_counts.*,
+        {{ safe_divide('n_true_positive', 'n_predicted') }} as class_precision,
+        {{ safe_divide('n_true_positive', 'n_actual') }} as class_recall,
+        {{ f1_from_counts('n_true_positive', 'n_predicted', 'n_actual') }} as class_f1
+    from class_counts
+),
+
+averaged_class_metrics as (
+    select
+        {% for column in grain %}class_metrics.{{ column }},{% endfor %}
+        -- binary: the positive class; multiclass: the mean over the classes where it is defined
+        -- (scikit-learn's average="macro" with zero_division=nan)
+        case
+            when bool_or(model_specs.is_binary)
+                then max(class_metrics.class_precision) filter (where class_metrics.class_name = model_specs.positive_class)
+            else {{ stable_avg('class_metrics.class_precision') }}
+        end as precision,
+        case
+            when bool_or(model_specs.is_binary)
+                then max(class_metrics.class_recall) filter (where class_metrics.class_name = model_specs.positive_class)
+            else {{ stable_avg('class_metrics.class_recall') }}
+        end as recall,
+        case
+            when bool_or(model_specs.is_binary)
+                then max(class_metrics.class_f1) filter (where class_metrics.class_name = model_specs.positive_class)
+            else {{ stable_avg('class_metrics.class_f1') }}
+        end as f1
+    from class_metrics
+    inner join model_specs
+        on class_metrics.model_name = model_specs.model_name
+    group by {% for column in grain %}class_metrics.{{ column }}{% if not loop.last %}, {% endif %}{% endfor %}
+),
+
+-- ROC AUC one-vs-rest per class by ranks: binary = the positive class on `score`; multiclass =
+-- every class on its probability, macro averaged (NULL when a class is missing or alone)
+auc_inputs as (
+    select
+        {% for column in grain %}evaluated.{{ column }},{% endfor %}
+        listed.class_name,
+        evaluated.label = listed.class_name as is_actual,
+        case
+            when evaluated.is_binary then evaluated.positive_score
+            else cast(evaluated.scores ->> listed.class_name as double precision)
+        end as class_score
+    from evaluated
+    cross join lateral jsonb_array_elements_text(evaluated.classes) as listed (class_name)
+    where not evaluated.is_binary or listed.class_name = evaluated.positive_class
+),
+
+auc_ranked as (
+    select
+        auc_inputs.*,
+        {{ average_rank('class_score', grain + ['class_name']) }} as score_rank
+    from auc_inputs
+),
+
+class_auc as (
+    select
+        {{ grain | join(', ') }},
+        class_name,
+        {{ auc_from_rank_sum(
+            'sum(score_rank) filter (where is_actual)',
+            'count(*) filter (where is_actual)',
+            'count(*) filter (where not is_actual)'
+        ) }} as roc_auc
+    from auc_ranked
+    group by {{ grain | join(', ') }}, class_name
+),
+
+window_auc as (
+    select
+        {{ grain | join(', ') }},
+        case when count(roc_auc) = count(*) then {{ stable_avg('roc_auc') }} end as roc_auc
+    from class_auc
+    group by {{ grain | join(', ') }}
+),
+
+-- top-label expected calibration error over 10 equal-width bins of the top probability
+calibration_bins as (
+    select
+        {{ grain | join(', ') }},
+        {{ ece_bin('top_score', 10) }} as calibration_bin,
+        count(*) as n_in_bin,
+        {{ stable_sum('top_score') }} as confidence_sum,
+        count(*) filter (where is_top_correct) as n_top_correct
+    from evaluated
+    group by {{ grain | join(', ') }}, calibration_bin
+),
+
+window_calibration as (
+    select
+        {{ grain | join(', ') }},
+        {{ safe_divide(stable_sum('abs(n_top_correct - confidence_sum)'), 'sum(n_in_bin)') }} as ece
+    from calibration_bins
+    group by {{ grain | join(', ') }}
+),
+
+joined as (
+    select
+        window_counts.*,
+        averaged_class_metrics.precision,
+        averaged_class_metrics.recall,
+        averaged_class_metrics.f1,
+        window_auc.roc_auc,
+        window_calibration.ece,
+        model_specs.min_label_coverage,
+        window_counts.window_end + model_specs.expected_label_delay as matures_at
+    from window_counts
+    inner join model_specs
+        on window_counts.model_name = model_specs.model_name
+    {% for cte in ['averaged_class_metrics', 'window_auc', 'window_calibration'] %}
+    left join {{ cte }}
+        on
+            {% for column in grain -%}
+            {{ cte }}.{{ column }} = window_counts.{{ column }}{% if not loop.last %} and {% endif %}
+            {% endfor %}
+    {% endfor %}
+),
+
+final as (
+    select
+        ---------- the window key
+        model_name,
+        model_version,
+        variant,
+        segment,
+        window_size,
+        window_start,
+        window_end,
+
+        ---------- counts
+        n_predictions,
+        n_failed,
+        n_scored,
+        n_labelled,
+        {{ safe_divide('n_labelled', 'n_scored') }} as label_coverage,
+
+        ---------- quality (NULL where undefined)
+        {{ safe_divide('n_correct', 'n_labelled') }} as accuracy,
+        precision,
+        recall,
+        f1,
+        roc_auc,
+        log_loss,
+        brier,
+        ece,
+        positive_rate,
+        mean_score,
+        mean_confidence,
+
+        ---------- label maturity
+        {{ is_mature(safe_divide('n_labelled', 'n_scored'), 'min_label_coverage', 'matures_at', as_of) }}
+            as is_mature,
+        matures_at,
+
+        ---------- lineage
+        source_loaded_at
+
+    from joined
+)
+
+select * from final
