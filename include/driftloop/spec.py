@@ -137,8 +137,21 @@ class Ingest(_Strict):
     settle_seconds: float = Field(default=60, ge=0)
 
 
+class DriftThresholds(_Strict):
+    psi: float = Field(default=0.2, gt=0)  # population stability index; 0.1 moderate, 0.2 significant
+    js: float = Field(default=0.1, gt=0, le=1)  # Jensen-Shannon distance, base 2, in [0, 1]
+
+
+class Drift(_Strict):
+    """Drift thresholds: a feature (or the prediction) drifted when PSI or JS is at or above its threshold."""
+
+    thresholds: DriftThresholds = DriftThresholds()
+    features: dict[str, DriftThresholds] = Field(default_factory=dict)  # per-feature overrides
+    prediction: DriftThresholds = DriftThresholds()
+
+
 class _OpenBlock(BaseModel):
-    """Blocks that later work fills in (drift, retraining, promotion, alerts); free-form for now."""
+    """Blocks that later work fills in (retraining, promotion, alerts); free-form for now."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -155,7 +168,7 @@ class ModelSpec(_Strict):
     segment: Segment | None = None
     windows: Windows = Windows()
     ingest: Ingest = Ingest()
-    drift: _OpenBlock = _OpenBlock()
+    drift: Drift = Drift()
     retraining: _OpenBlock = _OpenBlock()
     promotion: _OpenBlock = _OpenBlock()
     alerts: _OpenBlock = _OpenBlock()
@@ -186,6 +199,9 @@ class ModelSpec(_Strict):
             raise ValueError(f"feature names must be unique (repeated: {', '.join(duplicated)})")
         if not self.features:
             raise ValueError("a model needs at least one feature")
+        unknown = sorted(set(self.drift.features) - set(names))
+        if unknown:
+            raise ValueError(f"drift.features names features the model does not have: {', '.join(unknown)}")
         return self
 
     @property
