@@ -1,6 +1,6 @@
 """metrics: the dbt metrics layer (staging -> intermediate -> marts), one Airflow task per dbt model
 through astronomer-cosmos, dbt tests included (`dbt build` per model). Runs when any model's raw
-data changed; emits the marts Asset.
+data or profiles changed; emits the marts Asset.
 
 Wiring only. Parsing is cheap: cosmos renders the task graph from dbt_project/target/manifest.json
 (`make dbt-manifest` writes it); the dbt profile comes from the `driftloop_warehouse` connection.
@@ -18,7 +18,7 @@ from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 from driftloop.airflow_tasks import on_task_failure
-from driftloop.assets import any_raw_asset, marts_asset
+from driftloop.assets import marts_asset, metrics_inputs
 from driftloop.settings import PROJECT_DIR
 from driftloop.spec import load_specs
 
@@ -29,7 +29,7 @@ MANIFEST = DBT_PROJECT / "target" / "manifest.json"
 @dag(
     dag_id="metrics",
     description="dbt build of the metrics marts (windowed quality, latency, label coverage)",
-    schedule=any_raw_asset(load_specs()),
+    schedule=metrics_inputs(load_specs()),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

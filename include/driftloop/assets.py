@@ -25,14 +25,6 @@ def marts_asset():
     return Asset(name=MARTS_ASSET_NAME, group="driftloop")
 
 
-def any_raw_asset(model_names):
-    """Schedule on new raw data of any of these models."""
-    from functools import reduce
-    from operator import or_
-
-    return reduce(or_, [raw_asset(name) for name in sorted(model_names)])
-
-
 def profiles_asset_name(model_name: str) -> str:
     return f"driftloop.{model_name}.profiles"
 
@@ -42,3 +34,12 @@ def profiles_asset(model_name: str):
     from airflow.sdk import Asset
 
     return Asset(name=profiles_asset_name(model_name), group="driftloop")
+
+
+def metrics_inputs(model_names):
+    """What the metrics DAG schedules on: new raw data or new profiles of any model."""
+    from functools import reduce
+    from operator import or_
+
+    names = sorted(model_names)
+    return reduce(or_, [raw_asset(name) for name in names] + [profiles_asset(name) for name in names])

@@ -192,6 +192,32 @@ def simulate(
             day += timedelta(days=1)
 
 
+@app.command()
+def reference(
+    model: ModelOption,
+    version: Annotated[str, typer.Option(help="Model version the reference belongs to.")] = "1",
+    rows: Annotated[int, typer.Option(min=100)] = 20_000,
+    seed: int = 42,
+    url: UrlOption = None,
+) -> None:
+    """Store a reference profile for a model version from simulated training data (until retraining
+    stores real ones), and re-bin that version's stored profiles on its edges."""
+    from driftloop import warehouse
+    from driftloop.reference import store_simulated_reference
+    from driftloop.spec import SpecError, get_spec
+
+    try:
+        spec = get_spec(model)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    resolved = warehouse.resolve_url(url)
+    warehouse.migrate(resolved)
+    profile_id = store_simulated_reference(
+        resolved, spec, version, training_end=datetime.now(UTC) - timedelta(days=30), rows=rows, seed=seed
+    )
+    typer.echo(f"reference profile {profile_id} stored for {model} version {version}")
+
+
 # ---------------------------------------------------------------------------------------------- demo
 
 

@@ -5,7 +5,9 @@
    plus the catalogue of bad inputs;
 3. ingest__<model> runs with dag.test(); then the prediction that one early label was waiting
    for arrives, and the DAG runs again;
-4. what was loaded, rejected (and why) and alerted is printed from the warehouse.
+4. what was loaded, rejected (and why) and alerted is printed from the warehouse;
+5. the model version gets a reference profile, profile__<model> profiles the day's windows and the
+   metrics DAG builds the dbt marts (cosmos, one task per model); a sample of each mart is printed.
 
 Later work grows this into the whole closed loop; it stays one command. Rerunning it is safe: the
 files are deterministic and the manifest loads each one once.
@@ -18,7 +20,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from driftloop import local_airflow, warehouse
-from driftloop.report import format_summary, ingest_summary
+from driftloop.reference import has_reference, store_simulated_reference
+from driftloop.report import format_marts, format_summary, ingest_summary, marts_sample
 from driftloop.settings import landing_root
 from driftloop.spec import get_spec
 
@@ -27,7 +30,9 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def run_demo(model_name: str = "churn", day: date | None = None, rows_per_hour: int = 200, seed: int = 7) -> dict:
+def run_demo(
+    model_name: str = "churn", day: date | None = None, rows_per_hour: int = 200, seed: int = 7, with_metrics: bool = True
+) -> dict:
     from driftloop.simulate import Scenario, land_awaiting_prediction, simulate, write_fault_files
 
     started = time.perf_counter()
@@ -64,6 +69,7 @@ def run_demo(model_name: str = "churn", day: date | None = None, rows_per_hour: 
     os.environ["DRIFTLOOP_WAREHOUSE_URL"] = url
     os.environ["DRIFTLOOP_LANDING"] = str(root)
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the demo prints its own story
+    os.environ.setdefault("DBT_QUIET", "true")
     local_airflow.configure_environment()
 
     _say(f"== 3. ingest__{model_name} runs (dag.test)")
@@ -78,5 +84,19 @@ def run_demo(model_name: str = "churn", day: date | None = None, rows_per_hour: 
     _say("== 4. what the warehouse holds now\n")
     summary = ingest_summary(url, model_name)
     _say(format_summary(summary))
+
+    if with_metrics:
+        _say("\n== 5. profiles (whylogs) and the metrics marts (dbt through cosmos)")
+        version = scenario.model_version
+        if not has_reference(url, model_name, version):
+            store_simulated_reference(url, spec, version, training_end=day_start - timedelta(days=1), seed=seed)
+            _say(f"   reference profile stored for {model_name} version {version} (simulated training data)")
+        profiled = local_airflow.run_dag(f"profile__{model_name}")
+        _say(f"   profile__{model_name}: {profiled.state}")
+        os.environ["AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE"] = warehouse.airflow_connection_json(url)
+        built = local_airflow.run_dag("metrics")
+        states = local_airflow.task_states(built)
+        _say(f"   metrics: {built.state} ({sum(s == 'success' for s in states.values())}/{len(states)} tasks)\n")
+        _say(format_marts(marts_sample(url, model_name, day_start)))
     _say(f"\nDone in {time.perf_counter() - started:.0f}s. Query it yourself: psql \"{warehouse.redact(url)}\"")
     return {"runs": [str(first.state), str(second.state)], "summary": summary}

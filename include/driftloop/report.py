@@ -96,3 +96,49 @@ def format_run(result: IngestResult) -> str:
         _table(["kind", "file", "status", "loaded", "rejected", "note"], rows)
         + f"\n{result.model_name}: {result.rows_loaded} rows loaded, {result.rows_rejected} rejected."
     )
+
+
+MARTS = ("fct_model_quality", "fct_class_quality", "fct_confusion_matrix", "fct_latency", "fct_label_coverage",
+         "fct_feature_drift", "fct_prediction_drift")  # fmt: skip
+
+
+def marts_sample(url: str, model_name: str, window_start: Any) -> dict[str, dict[str, Any]]:
+    """Per mart: its row count for the model and the first daily '(all)' row of `window_start`."""
+    from psycopg import sql
+
+    samples: dict[str, dict[str, Any]] = {}
+    with psycopg.connect(url) as conn:
+        for mart in MARTS:
+            if conn.execute("select to_regclass(%s)", (f"marts.{mart}",)).fetchone()[0] is None:
+                continue
+            table = sql.Identifier("marts", mart)
+            count = conn.execute(sql.SQL("select count(*) from {} where model_name = %s").format(table), (model_name,)).fetchone()[0]
+            cursor = conn.execute(
+                sql.SQL(
+                    "select * from {} where model_name = %s and window_size = 'day' and window_start = %s "
+                    "and segment = '(all)' limit 1"
+                ).format(table),
+                (model_name, window_start),
+            )
+            row = cursor.fetchone()
+            columns = [c.name for c in cursor.description]
+            samples[mart] = {"rows": count, "sample": dict(zip(columns, row, strict=True)) if row else None}
+    return samples
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_marts(samples: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for mart, found in samples.items():
+        parts.append(f"marts.{mart}: {found['rows']} rows; the day's '(all)' row:")
+        if found["sample"] is None:
+            parts.append("   (none)")
+            continue
+        shown = {k: v for k, v in found["sample"].items() if k not in ("model_name", "source_loaded_at")}
+        parts.append("   " + ", ".join(f"{k}={_value(v)}" for k, v in shown.items()))
+    return "\n".join(parts)

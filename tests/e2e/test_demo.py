@@ -17,6 +17,8 @@ def test_demo_loads_the_day_quarantines_every_bad_input_and_is_idempotent(
 ):
     monkeypatch.setenv("DRIFTLOOP_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("DRIFTLOOP_LANDING", str(tmp_path / "landing"))
+    monkeypatch.setenv("AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE", "")
+    monkeypatch.setenv("DBT_QUIET", "true")
     day = date(2026, 11, 1)
 
     first = run_demo("churn", day=day, rows_per_hour=20)
@@ -25,7 +27,7 @@ def test_demo_loads_the_day_quarantines_every_bad_input_and_is_idempotent(
             "select (select count(*) from raw.predictions), (select count(*) from raw.feedback), "
             "(select count(*) from raw.rejected_records), (select count(*) from ops.alerts)"
         ).fetchone()
-    second = run_demo("churn", day=day, rows_per_hour=20)
+    second = run_demo("churn", day=day, rows_per_hour=20, with_metrics=False)
 
     assert first["runs"] == ["success", "success"] and second["runs"] == ["success", "success"]
     summary = first["summary"]
@@ -47,4 +49,14 @@ def test_demo_loads_the_day_quarantines_every_bad_input_and_is_idempotent(
             "(select count(*) from raw.rejected_records), (select count(*) from ops.alerts)"
         ).fetchone()
     assert counts_after_second == counts_after_first
-    assert "Rejected rows" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Rejected rows" in printed and "marts.fct_model_quality" in printed
+    with psycopg.connect(warehouse_url) as conn:
+        daily = conn.execute(
+            """select n_predictions, n_labelled, roc_auc from marts.fct_model_quality
+               where model_name = 'churn' and window_size = 'day' and segment = '(all)' and window_start = %s""",
+            (day,),
+        ).fetchone()
+        profiled = conn.execute("select count(*) from profiles.whylogs_profiles where window_size = 'hour'").fetchone()[0]
+    assert daily[0] == counts_after_first[0] and 0 < daily[1] <= daily[0] and 0.6 < daily[2] < 1.0
+    assert profiled >= 24
