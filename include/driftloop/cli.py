@@ -218,6 +218,23 @@ def reference(
     typer.echo(f"reference profile {profile_id} stored for {model} version {version}")
 
 
+@app.command()
+def metrics(
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild every mart from scratch.")] = False,
+    select: Annotated[list[str] | None, typer.Option(help="dbt selection (repeatable).")] = None,
+    url: UrlOption = None,
+) -> None:
+    """`dbt build` of the metrics layer against the warehouse (what the metrics DAG runs, in one go)."""
+    from driftloop import warehouse
+    from driftloop.metrics import build
+
+    resolved = warehouse.resolve_url(url)
+    warehouse.migrate(resolved)
+    warehouse.sync_specs(resolved)
+    build(resolved, full_refresh=full_refresh, select=select or ())
+    typer.echo("metrics built")
+
+
 # ---------------------------------------------------------------------------------------------- demo
 
 
