@@ -64,7 +64,15 @@ def metrics():
     def publish_marts() -> None:
         """Downstream DAGs (monitoring, retraining) schedule on this."""
 
+    @task
+    def source_freshness() -> dict:
+        """Fails, and so alerts, when raw data stopped arriving (the sources' error_after)."""
+        from driftloop.airflow_tasks import run_source_freshness
+
+        return run_source_freshness()
+
     dbt >> publish_marts()
+    source_freshness()
 
 
 metrics()

@@ -106,3 +106,19 @@ def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
                "unbinned_versions": result.unbinned_versions}  # fmt: skip
     log.info("profiled %s: %s", model_name, summary)
     return summary
+
+
+def run_source_freshness() -> dict[str, Any]:
+    """`dbt source freshness` on the raw sources; fails (and so alerts) when a source is past its
+    error_after, e.g. a serving system stopped logging. Its own target path: runs beside the builds."""
+    import tempfile
+
+    from driftloop import warehouse
+    from driftloop.metrics import run_dbt
+
+    url = warehouse.resolve_url(use_airflow=True)
+    with tempfile.TemporaryDirectory(prefix="driftloop-freshness-") as scratch:
+        result = run_dbt(["source", "freshness"], url, target_path=f"{scratch}/target", log_path=f"{scratch}/logs")
+    statuses = {str(r.node.unique_id): str(r.status) for r in result.result.results}
+    log.info("source freshness: %s", statuses)
+    return statuses
