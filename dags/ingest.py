@@ -5,11 +5,9 @@ Wiring only: the work is driftloop.ingest (see include/driftloop/airflow_tasks.p
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from airflow.sdk import dag, task
 
-from driftloop.airflow_tasks import on_task_failure
+from driftloop.airflow_tasks import dag_defaults
 from driftloop.assets import raw_asset
 from driftloop.spec import ModelSpec, load_specs
 
@@ -19,15 +17,7 @@ def build_ingest_dag(spec: ModelSpec):
         dag_id=f"ingest__{spec.name}",
         description=f"Load landed predictions and feedback of {spec.name} into raw (exactly once)",
         schedule=spec.ingest.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        default_args={
-            "owner": spec.owner,
-            "retries": 2,
-            "retry_delay": timedelta(minutes=1),
-            "on_failure_callback": on_task_failure,
-        },
+        **dag_defaults(spec.owner),
         tags=["driftloop", "ingest", spec.name],
         doc_md=__doc__,
     )

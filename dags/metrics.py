@@ -9,7 +9,6 @@ Wiring only. Parsing is cheap: cosmos renders the task graph from dbt_project/ta
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import dag, task
@@ -17,7 +16,7 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, 
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
-from driftloop.airflow_tasks import on_task_failure
+from driftloop.airflow_tasks import dag_defaults
 from driftloop.assets import marts_asset, metrics_inputs
 from driftloop.settings import PROJECT_DIR
 from driftloop.spec import load_specs
@@ -30,15 +29,7 @@ MANIFEST = DBT_PROJECT / "target" / "manifest.json"
     dag_id="metrics",
     description="dbt build of the metrics marts (windowed quality, latency, label coverage)",
     schedule=metrics_inputs(load_specs()),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        "owner": "driftloop",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "on_failure_callback": on_task_failure,
-    },
+    **dag_defaults(),
     tags=["driftloop", "metrics", "dbt"],
     doc_md=__doc__,
 )

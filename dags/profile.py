@@ -7,11 +7,9 @@ Wiring only: the work is driftloop.profiling (see include/driftloop/airflow_task
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from airflow.sdk import dag, task
 
-from driftloop.airflow_tasks import on_task_failure
+from driftloop.airflow_tasks import dag_defaults
 from driftloop.assets import profiles_asset, raw_asset
 from driftloop.spec import ModelSpec, load_specs
 
@@ -21,15 +19,7 @@ def build_profile_dag(spec: ModelSpec):
         dag_id=f"profile__{spec.name}",
         description=f"whylogs profiles of {spec.name}'s closed windows touched by new raw data",
         schedule=[raw_asset(spec.name)],
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        default_args={
-            "owner": spec.owner,
-            "retries": 2,
-            "retry_delay": timedelta(minutes=1),
-            "on_failure_callback": on_task_failure,
-        },
+        **dag_defaults(spec.owner),
         tags=["driftloop", "profile", spec.name],
         doc_md=__doc__,
     )

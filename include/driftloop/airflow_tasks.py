@@ -11,6 +11,24 @@ log = logging.getLogger(__name__)
 LANDING_VARIABLE = "driftloop_landing_root"
 
 
+def dag_defaults(owner: str = "driftloop") -> dict[str, Any]:
+    """What every driftloop DAG shares: a static start, no catchup, one run at a time, retries and
+    a failure alert. DAG files spread it into @dag(...)."""
+    from datetime import UTC, datetime, timedelta
+
+    return {
+        "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {
+            "owner": owner,
+            "retries": 2,
+            "retry_delay": timedelta(minutes=1),
+            "on_failure_callback": on_task_failure,
+        },
+    }
+
+
 def landing_root_from_airflow() -> str:
     """The `driftloop_landing_root` Variable, else DRIFTLOOP_LANDING / the default."""
     from airflow.sdk import Variable
