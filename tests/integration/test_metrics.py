@@ -434,7 +434,7 @@ def test_build_runs_models_unit_tests_and_data_tests(built):
         by_type.setdefault(str(node_result.node.resource_type), []).append(str(node_result.status))
     assert len(by_type["unit_test"]) >= 8 and set(by_type["unit_test"]) == {"pass"}
     assert len(by_type["test"]) >= 50 and set(by_type["test"]) == {"pass"}
-    assert len(by_type["model"]) == 12 and set(by_type["model"]) == {"success"}
+    assert len(by_type["model"]) >= 12 and set(by_type["model"]) == {"success"}
 
 
 @pytest.mark.parametrize("mart", sorted(MART_KEYS))

@@ -118,6 +118,8 @@ def test_project_parses_with_its_marts_configured(tmp_path):
         "fct_confusion_matrix",
         "fct_latency",
         "fct_label_coverage",
+        "fct_feature_drift",
+        "fct_prediction_drift",
     }
     for name in marts:
         config = models[name]["config"]
