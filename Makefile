@@ -66,7 +66,7 @@ airflow-ui: install ## Airflow (api-server, scheduler, dag-processor, triggerer)
 
 bench: install ## benchmarks (long): each prints a ratio against a raw baseline measured in the same run
 	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/profiling.py
 
 clean:
 	-$(BIN)/driftloop warehouse down 2>/dev/null
