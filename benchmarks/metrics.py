@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-# benchmarks/profiling.py would shadow the standard library's `profile` (dbt imports cProfile, which
+# (formerly) benchmarks/profile.py would shadow the standard library's `profile` (dbt imports cProfile, which
 # imports it): this folder is on sys.path only because the script lives in it.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
