@@ -25,7 +25,6 @@ from pathlib import Path
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 
 from driftloop import warehouse  # noqa: E402
 from driftloop.ingest import ingest  # noqa: E402
@@ -57,18 +56,11 @@ def benchmark_spec() -> ModelSpec:
 
 
 def _database(admin_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
+    return warehouse.create_database(admin_url, f"bench_{uuid.uuid4().hex[:8]}")
 
 
 def _drop(admin_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    warehouse.drop_database(admin_url, url)
 
 
 def _copy_text(lines: bytes, model_name: str) -> bytes:

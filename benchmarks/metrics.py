@@ -121,18 +121,11 @@ TOLERANCE = 1e-9
 
 
 def _database(admin_url: str) -> str:
-    name = f"bench_metrics_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
+    return warehouse.create_database(admin_url, f"bench_metrics_{uuid.uuid4().hex[:8]}")
 
 
 def _drop(admin_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    warehouse.drop_database(admin_url, url)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,10 +41,7 @@ logging.getLogger("pgserver").setLevel(logging.WARNING)  # its atexit logging ra
 TEMPLATE = "driftloop_test_template"
 
 
-def _with_database(url: str, database: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = database
-    return psycopg.conninfo.make_conninfo(**info)
+_with_database = warehouse.with_database
 
 
 @pytest.fixture(scope="session")
@@ -63,19 +60,11 @@ def admin_url() -> str:
 
 
 def new_database(admin: str, *, migrated: bool = True) -> str:
-    name = f"dl_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if migrated:
-            conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
-        else:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return _with_database(admin, name)
+    return warehouse.create_database(admin, f"dl_test_{uuid.uuid4().hex[:12]}", TEMPLATE if migrated else None)
 
 
 def drop_database(admin: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    warehouse.drop_database(admin, url)
 
 
 @pytest.fixture

@@ -251,3 +251,31 @@ def airflow_connection_json(url: str) -> str:
             "schema": info.get("dbname") or "postgres",
         }
     ).decode()
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL, pointed at another database."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = database
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """Create database `name` (optionally from a template) on the admin URL's server; returns its URL."""
+    from psycopg import sql
+
+    statement = sql.SQL("create database {}").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" template {}").format(sql.Identifier(template))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(statement)
+    return with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, url_or_name: str) -> None:
+    """Drop a database (by URL or name), disconnecting its sessions."""
+    from psycopg import sql
+
+    name = psycopg.conninfo.conninfo_to_dict(url_or_name).get("dbname") if "=" in url_or_name or "://" in url_or_name else url_or_name
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
