@@ -140,3 +140,29 @@ def run_source_freshness() -> dict[str, Any]:
     statuses = {str(r.node.unique_id): str(r.status) for r in result.result.results}
     log.info("source freshness: %s", statuses)
     return statuses
+
+
+def retrain_gate(model_name: str, manual_reason: str | None = None) -> dict[str, Any] | None:
+    """The sensor's poke: the fired trigger and its evidence, or None to keep waiting."""
+    from driftloop import warehouse
+    from driftloop.retrain import check_gate
+
+    gate = check_gate(warehouse.resolve_url(use_airflow=True), model_name, manual_reason)
+    log.info("retrain gate %s: %s (%s)", model_name, "FIRES" if gate.fire else "waits", gate.reason)
+    return gate.as_dict() if gate.fire else None
+
+
+def run_retrain(model_name: str, fired: dict[str, Any], run_key: str) -> dict[str, Any]:
+    """Train, log and register a challenger for the trigger the sensor let through."""
+    from driftloop import retrain, warehouse
+    from driftloop.spec import get_spec
+
+    return retrain.run_retrain(
+        warehouse.resolve_url(use_airflow=True),
+        get_spec(model_name),
+        run_key=run_key,
+        trigger=fired.get("trigger") or "manual",
+        reason=fired.get("reason") or "",
+        evidence=fired.get("evidence") or {},
+        respect_cooldown=fired.get("trigger") != "manual",
+    )

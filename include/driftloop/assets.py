@@ -36,6 +36,17 @@ def profiles_asset(model_name: str):
     return Asset(name=profiles_asset_name(model_name), group="driftloop")
 
 
+def challenger_asset_name(model_name: str) -> str:
+    return f"driftloop.{model_name}.challenger"
+
+
+def challenger_asset(model_name: str):
+    """A new challenger version of a model was registered (emitted by retrain__<model>)."""
+    from airflow.sdk import Asset
+
+    return Asset(name=challenger_asset_name(model_name), group="driftloop")
+
+
 def metrics_inputs(model_names):
     """What the metrics DAG schedules on: new raw data or new profiles of any model."""
     from functools import reduce

@@ -29,6 +29,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _spec(model: str):
+    """The model's spec, or exit with the spec error (file, field, what was expected)."""
+    from driftloop.spec import SpecError, get_spec
+
+    try:
+        return get_spec(model)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -114,12 +124,8 @@ def ingest(
     from driftloop import warehouse
     from driftloop.ingest import ingest as run_ingest
     from driftloop.report import format_run
-    from driftloop.spec import SpecError, get_spec
 
-    try:
-        spec = get_spec(model)
-    except SpecError as exc:
-        raise _fail(str(exc)) from None
+    spec = _spec(model)
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
     warehouse.sync_specs(resolved)
@@ -163,12 +169,8 @@ def simulate(
     from driftloop.settings import landing_root
     from driftloop.simulate import Scenario, write_fault_files
     from driftloop.simulate import simulate as run_simulation
-    from driftloop.spec import SpecError, get_spec
 
-    try:
-        spec = get_spec(model)
-    except SpecError as exc:
-        raise _fail(str(exc)) from None
+    spec = _spec(model)
     first, last = _day(start), _day(end or start)
     if last < first:
         raise typer.BadParameter("--end is before --start")
@@ -204,18 +206,61 @@ def reference(
     stores real ones), and re-bin that version's stored profiles on its edges."""
     from driftloop import warehouse
     from driftloop.reference import store_simulated_reference
-    from driftloop.spec import SpecError, get_spec
 
-    try:
-        spec = get_spec(model)
-    except SpecError as exc:
-        raise _fail(str(exc)) from None
+    spec = _spec(model)
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
     profile_id = store_simulated_reference(
         resolved, spec, version, training_end=datetime.now(UTC) - timedelta(days=30), rows=rows, seed=seed
     )
     typer.echo(f"reference profile {profile_id} stored for {model} version {version}")
+
+
+@app.command()
+def bootstrap(
+    model: ModelOption,
+    rows: Annotated[int, typer.Option(min=1000, help="Simulated example rows to train on.")] = 20_000,
+    seed: int = 42,
+    url: UrlOption = None,
+) -> None:
+    """Train and register the first champion of a model (MLflow alias 'champion') from simulated example
+    data, when the registry has none; with a champion it only says which version it is."""
+    from driftloop import registry, retrain, warehouse
+
+    spec = _spec(model)
+    resolved = warehouse.resolve_url(url)
+    warehouse.migrate(resolved)
+    warehouse.sync_specs(resolved)
+    result = retrain.bootstrap(resolved, spec, rows=rows, seed=seed)
+    if result["status"] == "exists":
+        typer.echo(f"{model} already has a champion: version {result['model_version']} ({registry.tracking_uri()})")
+    else:
+        typer.echo(f"{model} version {result['model_version']} registered as champion ({registry.tracking_uri()})")
+
+
+@app.command()
+def retrain(
+    model: ModelOption,
+    reason: Annotated[str, typer.Option(help="Why (recorded with the run and in MLflow).")],
+    url: UrlOption = None,
+) -> None:
+    """Train a challenger now from the warehouse's labelled predictions (like a manual run of
+    retrain__<model>): registered with alias 'challenger'; the champion is not touched."""
+    import uuid
+
+    from driftloop import retrain as retraining
+    from driftloop import warehouse
+
+    spec = _spec(model)
+    resolved = warehouse.resolve_url(url)
+    warehouse.migrate(resolved)
+    result = retraining.run_retrain(
+        resolved, spec, run_key=f"cli/{uuid.uuid4()}", trigger="manual", reason=reason,
+        evidence={"requested_by": "driftloop retrain"}, respect_cooldown=False, progress=typer.echo,
+    )  # fmt: skip
+    if result["status"] not in ("succeeded", "done"):
+        raise _fail(result.get("message") or result["status"])
+    typer.echo(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))
 
 
 @app.command()

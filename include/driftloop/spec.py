@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -35,7 +36,7 @@ class SpecError(ValueError):
 
 
 def parse_duration(value: Any) -> timedelta:
-    """'90s', '5m', '2h', '3d', '1w', a number of seconds, or a timedelta."""
+    """'90s', '5m', '2h', '3d', '1w', an ISO 8601 duration ('PT12H'), a number of seconds, or a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -44,6 +45,11 @@ def parse_duration(value: Any) -> timedelta:
         match = _DURATION.match(value)
         if match:
             return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        if value.strip().upper().startswith("P"):  # ISO 8601, as model_dump(mode="json") writes it
+            try:
+                return TypeAdapter(timedelta).validate_python(value.strip())
+            except ValidationError:
+                pass
     raise ValueError(f"a duration like '90s', '5m', '2h', '3d' or '1w' (got {value!r})")
 
 
@@ -151,9 +157,93 @@ class Drift(_Strict):
 
 
 class _OpenBlock(BaseModel):
-    """Blocks that later work fills in (retraining, promotion, alerts); free-form for now."""
+    """Blocks that later work fills in (promotion, alerts); free-form for now."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+
+QualityMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"]
+# Metrics where a lower value is better; every other metric is better higher.
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+
+class VolumeTrigger(_Strict):
+    """Retrain when this many labels have arrived since the data of the last training was extracted."""
+
+    enabled: bool = True
+    min_new_labels: int = Field(default=500, ge=1)
+
+
+class DegradationTrigger(_Strict):
+    """Retrain when `metric` of the champion over the last `window` of labelled traffic is worse than its
+    holdout baseline by `relative_drop` or more (relative), on at least `min_samples` labelled rows."""
+
+    enabled: bool = True
+    metric: QualityMetric = "accuracy"  # precision, recall, f1 and roc_auc: binary models only
+    relative_drop: float = Field(default=0.10, gt=0, lt=1)
+    window: Duration = timedelta(hours=24)
+    min_samples: int = Field(default=200, ge=1)
+
+
+class DriftTrigger(_Strict):
+    """Retrain when PSI reaches the drift threshold (spec `drift`) in the latest `window_size` window of
+    the champion, on a feature whose importance (share of the champion's gain) is at least
+    `min_importance`, or on the prediction; windows with fewer than `min_samples` rows are ignored."""
+
+    enabled: bool = True
+    window_size: WindowSize = "day"
+    min_importance: float = Field(default=0.05, ge=0, le=1)
+    min_samples: int = Field(default=200, ge=1)
+    include_prediction: bool = True
+
+
+class ScheduleTrigger(_Strict):
+    """Retrain when the last successful training is at least `every` old."""
+
+    enabled: bool = True
+    every: Duration = timedelta(days=7)
+
+
+Candidate = Literal["lightgbm", "logistic_regression", "lightgbm_warm_start"]
+
+
+class Training(_Strict):
+    """How a retrain builds its data and which candidates it tries."""
+
+    window: Duration = timedelta(days=30)  # labelled predictions requested in the last `window`
+    max_rows: int = Field(default=2_000_000, ge=100)  # the newest rows win when there are more
+    min_rows: int = Field(default=500, ge=50)  # fewer labelled rows: the run fails, nothing registered
+    validation_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    # share of the champion's own training rows mixed into the training split (0 = warehouse rows only)
+    original_data_fraction: float = Field(default=0.0, ge=0, le=1)
+    candidates: list[Candidate] = Field(default_factory=lambda: ["lightgbm", "logistic_regression", "lightgbm_warm_start"])
+    selection_metric: QualityMetric = "roc_auc"
+    seed: int = 42
+    lightgbm_learning_rate: float = Field(default=0.05, gt=0)
+    lightgbm_num_leaves: int = Field(default=31, ge=2)
+    lightgbm_max_rounds: int = Field(default=1000, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    permutation_rows: int = Field(default=20_000, ge=100)  # validation rows used for permutation importance
+    timeout: Duration = timedelta(hours=2)  # a "running" run older than this is taken as crashed
+
+
+class Triggers(_Strict):
+    volume: VolumeTrigger = VolumeTrigger()
+    degradation: DegradationTrigger = DegradationTrigger()
+    drift: DriftTrigger = DriftTrigger()
+    schedule: ScheduleTrigger = ScheduleTrigger()
+
+
+class Retraining(_Strict):
+    """When a challenger is trained (`triggers`, `cooldown`) and how (`training`)."""
+
+    check_schedule: str = "0 * * * *"  # how often retrain__<model> starts its sensor
+    poke_interval: Duration = timedelta(minutes=5)
+    sensor_timeout: Duration = timedelta(minutes=50)  # then the run ends "skipped" until the next check
+    cooldown: Duration = timedelta(hours=12)  # no trigger fires this long after any training started
+    triggers: Triggers = Triggers()
+    training: Training = Training()
 
 
 class ModelSpec(_Strict):
@@ -169,7 +259,7 @@ class ModelSpec(_Strict):
     windows: Windows = Windows()
     ingest: Ingest = Ingest()
     drift: Drift = Drift()
-    retraining: _OpenBlock = _OpenBlock()
+    retraining: Retraining = Retraining()
     promotion: _OpenBlock = _OpenBlock()
     alerts: _OpenBlock = _OpenBlock()
 
@@ -199,6 +289,12 @@ class ModelSpec(_Strict):
             raise ValueError(f"feature names must be unique (repeated: {', '.join(duplicated)})")
         if not self.features:
             raise ValueError("a model needs at least one feature")
+        metric = self.retraining.triggers.degradation.metric
+        if self.task is not Task.binary and metric in ("precision", "recall", "f1", "roc_auc"):
+            raise ValueError(
+                f"retraining.triggers.degradation.metric {metric!r} is computed for binary models only; "
+                "a multiclass model uses accuracy, log_loss or brier"
+            )
         unknown = sorted(set(self.drift.features) - set(names))
         if unknown:
             raise ValueError(f"drift.features names features the model does not have: {', '.join(unknown)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.spec import load_specs
+from driftloop.spec import get_spec, load_specs
 
 pytestmark = pytest.mark.dags
 DAGS_FOLDER = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -55,3 +55,16 @@ def test_dag_files_import_no_heavy_libraries(dag_file):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_retrain_dag_shape(dagbag):
+    dag = dagbag.get_dag("retrain__churn")
+    sensor = dag.get_task("wait_for_trigger")
+    # reschedule: no worker slot is held while the gate stays closed; soft_fail: a timeout skips
+    assert sensor.mode == "reschedule" and sensor.soft_fail is True
+    assert sensor.timeout == get_spec("churn").retraining.sensor_timeout.total_seconds()
+    train = dag.get_task("train_challenger")
+    assert [asset.name for asset in train.outlets] == ["driftloop.churn.challenger"]
+    assert train.upstream_task_ids == {"wait_for_trigger"}
+    assert "reason" in dag.params and dag.params["reason"] is None
+    assert dag.max_active_runs == 1
