@@ -6,8 +6,11 @@
 3. ingest__<model> runs with dag.test(); then the prediction that one early label was waiting
    for arrives, and the DAG runs again;
 4. what was loaded, rejected (and why) and alerted is printed from the warehouse;
-5. the model version gets a reference profile, profile__<model> profiles the day's windows and the
-   metrics DAG builds the dbt marts (cosmos, one task per model); a sample of each mart is printed.
+5. the first champion is trained on simulated example data and registered in MLflow (its training
+   data is the reference profile), profile__<model> profiles the day's windows and the metrics DAG
+   builds the dbt marts (cosmos, one task per model); a sample of each mart is printed;
+6. marts.retrain_signals is shown, and retrain__<model> runs with a manual reason: a challenger is
+   trained on the day's labelled traffic and registered next to the champion.
 
 Later work grows this into the whole closed loop; it stays one command. Rerunning it is safe: the
 files are deterministic and the manifest loads each one once.
@@ -21,7 +24,14 @@ from datetime import UTC, date, datetime, timedelta
 
 from driftloop import local_airflow, warehouse
 from driftloop.reference import has_reference, store_simulated_reference
-from driftloop.report import format_marts, format_summary, ingest_summary, marts_sample
+from driftloop.report import (
+    format_marts,
+    format_retrain,
+    format_signals,
+    format_summary,
+    ingest_summary,
+    marts_sample,
+)
 from driftloop.settings import landing_root
 from driftloop.spec import get_spec
 
@@ -87,10 +97,16 @@ def run_demo(
 
     if with_metrics:
         _say("\n== 5. profiles (whylogs) and the metrics marts (dbt through cosmos)")
+        from driftloop import registry, retrain
+
+        booted = retrain.bootstrap(url, spec, training_end=day_start - timedelta(days=1), seed=seed)
+        _say(f"   champion: {model_name} version {booted['model_version']} in MLflow ({registry.tracking_uri()}), "
+             f"{'trained now on simulated example data' if booted['status'] == 'succeeded' else 'already there'}; "
+             "its training data is the reference profile")  # fmt: skip
         version = scenario.model_version
-        if not has_reference(url, model_name, version):
+        if booted["model_version"] != version and not has_reference(url, model_name, version):
+            # the simulated traffic says version 1 served it; a registry from earlier runs may hold more
             store_simulated_reference(url, spec, version, training_end=day_start - timedelta(days=1), seed=seed)
-            _say(f"   reference profile stored for {model_name} version {version} (simulated training data)")
         profiled = local_airflow.run_dag(f"profile__{model_name}")
         _say(f"   profile__{model_name}: {profiled.state}")
         os.environ["AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE"] = warehouse.airflow_connection_json(url)
@@ -98,5 +114,11 @@ def run_demo(
         states = local_airflow.task_states(built)
         _say(f"   metrics: {built.state} ({sum(s == 'success' for s in states.values())}/{len(states)} tasks)\n")
         _say(format_marts(marts_sample(url, model_name, day_start)))
+
+        _say(f"\n== 6. retraining: what marts.retrain_signals says, then a manual run of retrain__{model_name}")
+        _say(f"   signals: {format_signals(url, model_name)}")
+        trained = local_airflow.run_dag(f"retrain__{model_name}", run_conf={"reason": "make demo: show a retrain"})
+        _say(f"   retrain__{model_name}: {trained.state}  {local_airflow.task_states(trained)}")
+        _say(format_retrain(url, model_name))
     _say(f"\nDone in {time.perf_counter() - started:.0f}s. Query it yourself: psql \"{warehouse.redact(url)}\"")
     return {"runs": [str(first.state), str(second.state)], "summary": summary}

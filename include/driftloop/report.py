@@ -142,3 +142,34 @@ def format_marts(samples: dict[str, dict[str, Any]]) -> str:
         shown = {k: v for k, v in found["sample"].items() if k not in ("model_name", "source_loaded_at")}
         parts.append("   " + ", ".join(f"{k}={_value(v)}" for k, v in shown.items()))
     return "\n".join(parts)
+
+
+def format_signals(url: str, model_name: str) -> str:
+    """One line: whether marts.retrain_signals would start a training, and why."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select should_retrain, reason from marts.retrain_signals where model_name = %s", (model_name,)
+        ).fetchone()
+    if row is None:
+        return "(no row yet: the metrics DAG has not built marts.retrain_signals)"
+    return f"should_retrain={row[0]}: {row[1]}"
+
+
+def format_retrain(url: str, model_name: str) -> str:
+    """Every training of the model (ops.retrain_runs) and the registry aliases as the warehouse knows them."""
+    with psycopg.connect(url) as conn:
+        runs = conn.execute(
+            """
+            select retrain_run_id, trigger, status, candidate, model_version, coalesce(alias, ''),
+                n_train, n_holdout, metrics -> 'holdout' ->> 'roc_auc', left(coalesce(error, ''), 60)
+            from ops.retrain_runs where model_name = %s order by retrain_run_id
+            """,
+            (model_name,),
+        ).fetchall()
+        aliases = conn.execute(
+            "select alias, model_version from ops.model_aliases where model_name = %s order by alias", (model_name,)
+        ).fetchall()
+    rows = [[*r[:8], _value(float(r[8])) if r[8] is not None else "", r[9]] for r in runs]
+    table = _table(["run", "trigger", "status", "winner", "version", "alias", "n_train", "n_holdout",
+                    "holdout_auc", "error"], rows)  # fmt: skip
+    return table + "\naliases: " + (", ".join(f"{a}={v}" for a, v in aliases) or "(none)")

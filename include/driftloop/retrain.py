@@ -429,6 +429,26 @@ def run_retrain(
             "mlflow_run_id": mlflow_run_id, "timings": timings}  # fmt: skip
 
 
+def _converge_champion(url: str, spec: ModelSpec, champion: registry.VersionInfo) -> None:
+    """A registry that already has a champion, and a warehouse that does not know it (a new warehouse,
+    or a crash before the mirror was written): record the alias and store the champion's reference."""
+    from driftloop.profiling import store_reference
+    from driftloop.reference import has_reference
+
+    if not has_reference(url, spec.name, champion.version) and champion.run_id:
+        try:
+            store_reference(url, spec, _stored_reference(champion.run_id, spec, champion.version))
+        except Exception:  # a champion not trained by driftloop has no reference artifact
+            log.warning("the champion of %s has no reference profile artifact", spec.name, exc_info=True)
+    with warehouse.connect(url) as conn:
+        known = conn.execute(
+            "select model_version from ops.model_aliases where model_name = %s and alias = %s",
+            (spec.name, registry.CHAMPION),
+        ).fetchone()
+    if known is None or known[0] != champion.version:
+        registry.set_alias(url, spec.name, registry.CHAMPION, champion.version)
+
+
 def bootstrap(url: str | None, spec: ModelSpec, *, rows: int = 20_000, seed: int = 42,
               training_end: datetime | None = None, days: int = 14) -> dict[str, Any]:  # fmt: skip
     """Train and register the first champion of ``spec`` from simulated example data, when the registry
@@ -437,6 +457,7 @@ def bootstrap(url: str | None, spec: ModelSpec, *, rows: int = 20_000, seed: int
 
     found = registry.version_by_alias(spec.name, registry.CHAMPION)
     if found is not None:
+        _converge_champion(warehouse.resolve_url(url), spec, found)
         return {"status": "exists", "model_version": found.version}
     end = (training_end or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)

@@ -124,11 +124,14 @@ def _lightgbm(config, seed: int, rounds: int | None = None):
 def _fit_lightgbm(spec, config, x_train, y_train, x_valid, y_valid, init_model=None) -> TrainedModel:
     import lightgbm as lgb
 
-    estimator = _lightgbm(config, config.seed)
+    # a warm start adds trees to a booster that has learnt most of it already: a quarter of the budget
+    rounds = max(50, config.lightgbm_max_rounds // 4) if init_model is not None else None
+    estimator = _lightgbm(config, config.seed, rounds)
     estimator.fit(
         x_train,
         y_train,
-        eval_set=[(x_valid, y_valid)],
+        eval_X=x_valid,
+        eval_y=y_valid,
         init_model=init_model,
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
     )
@@ -289,17 +292,17 @@ def training_query(spec: ModelSpec, start: datetime, end: datetime, max_rows: in
 
     return sql.SQL(
         """
+        with labels as (
+            -- one sort of the model's feedback (a hash join then), not an index probe per prediction
+            select distinct on (feedback.prediction_id) feedback.prediction_id, feedback.label
+            from raw.feedback as feedback
+            where feedback.model_name = {model}
+            order by feedback.prediction_id, feedback.feedback_ts desc
+        )
         select predictions.prediction_id, predictions.request_ts, predictions.model_version,
             predictions.segment, labels.label, {features}
         from raw.predictions as predictions
-        inner join lateral (
-            select feedback.label
-            from raw.feedback as feedback
-            where feedback.model_name = predictions.model_name
-                and feedback.prediction_id = predictions.prediction_id
-            order by feedback.feedback_ts desc
-            limit 1
-        ) as labels on true
+        inner join labels on labels.prediction_id = predictions.prediction_id
         where predictions.model_name = {model}
             and predictions.request_ts >= {start} and predictions.request_ts < {end}
             and predictions.error is null

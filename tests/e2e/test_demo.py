@@ -19,15 +19,16 @@ def test_demo_loads_the_day_quarantines_every_bad_input_and_is_idempotent(
     monkeypatch.setenv("DRIFTLOOP_LANDING", str(tmp_path / "landing"))
     monkeypatch.setenv("AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE", "")
     monkeypatch.setenv("DBT_QUIET", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     day = date(2026, 11, 1)
 
-    first = run_demo("churn", day=day, rows_per_hour=20)
+    first = run_demo("churn", day=day, rows_per_hour=60)
     with psycopg.connect(warehouse_url) as conn:
         counts_after_first = conn.execute(
             "select (select count(*) from raw.predictions), (select count(*) from raw.feedback), "
             "(select count(*) from raw.rejected_records), (select count(*) from ops.alerts)"
         ).fetchone()
-    second = run_demo("churn", day=day, rows_per_hour=20, with_metrics=False)
+    second = run_demo("churn", day=day, rows_per_hour=60, with_metrics=False)
 
     assert first["runs"] == ["success", "success"] and second["runs"] == ["success", "success"]
     summary = first["summary"]
@@ -60,3 +61,12 @@ def test_demo_loads_the_day_quarantines_every_bad_input_and_is_idempotent(
         profiled = conn.execute("select count(*) from profiles.whylogs_profiles where window_size = 'hour'").fetchone()[0]
     assert daily[0] == counts_after_first[0] and 0 < daily[1] <= daily[0] and 0.6 < daily[2] < 1.0
     assert profiled >= 24
+    # the champion was bootstrapped, and retrain__churn (manual) registered a challenger next to it
+    assert "retrain__churn: success" in printed
+    with psycopg.connect(warehouse_url) as conn:
+        runs = conn.execute("select trigger, status, model_version from ops.retrain_runs order by retrain_run_id").fetchall()
+        aliases = dict(conn.execute("select alias, model_version from ops.model_aliases").fetchall())
+        reference = conn.execute("select source ->> 'kind' from profiles.reference_profiles where model_version = '1'").fetchone()
+    assert runs == [("bootstrap", "succeeded", "1"), ("manual", "succeeded", "2")]
+    assert aliases == {"champion": "1", "challenger": "2"}
+    assert reference == ("training data (simulated)",)
