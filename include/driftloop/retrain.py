@@ -23,7 +23,6 @@ import logging
 import platform
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -145,7 +144,7 @@ def _fail(url: str, spec: ModelSpec, retrain_run_id: int, run_key: str, error: B
             )
             enqueue_alert(
                 conn,
-                dedup_key=f"retrain-failed:{run_key}:{retrain_run_id}:{uuid.uuid4().hex[:8]}",
+                dedup_key=f"retrain-failed:{run_key}",  # one alert per run, not one per task retry
                 source="retrain",
                 severity="warning",
                 model_name=spec.name,
@@ -269,6 +268,7 @@ def log_training(outcome, context: Mapping[str, Any], folder: Path) -> tuple[str
             "data_start": data.start, "data_end": data.end, "n_train": split["train"]["rows"],
             "n_validation": split["validation"]["rows"], "n_holdout": split["holdout"]["rows"],
             "holdout_start": split["holdout"]["start"], "holdout_end": split["holdout"]["end"],
+            "n_original_rows": outcome.n_original,
             "spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest(),
         })  # fmt: skip
         metrics: dict[str, float] = {}
@@ -298,7 +298,7 @@ def log_training(outcome, context: Mapping[str, Any], folder: Path) -> tuple[str
         # the holdout with the winner's in-process probabilities: the promotion gate scores the champion
         # on the same rows, and anyone can check that the registered model reproduces them
         holdout = outcome.split.holdout[kept].copy()
-        scored = outcome.best.model.predict_frame(outcome.split.holdout[names])
+        scored = outcome.best.model.predict_frame(outcome.split.holdout[names], outcome.best.holdout_probabilities)
         holdout["prediction"] = scored["prediction"].to_numpy()
         for cls in outcome.best.model.classes:
             holdout[f"score.{cls}"] = scored[cls].to_numpy()

@@ -90,9 +90,10 @@ class TrainedModel:
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.classes, dtype=object)[self.predict_proba(features).argmax(axis=1)]
 
-    def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
-        """What the served model returns: ``prediction`` and one probability column per class."""
-        probabilities = self.predict_proba(features)
+    def predict_frame(self, features: pd.DataFrame, probabilities: np.ndarray | None = None) -> pd.DataFrame:
+        """What the served model returns: ``prediction`` and one probability column per class
+        (``probabilities``: already computed ones for these rows)."""
+        probabilities = self.predict_proba(features) if probabilities is None else probabilities
         frame = pd.DataFrame(probabilities, columns=self.classes, index=features.index)
         frame.insert(0, "prediction", np.asarray(self.classes, dtype=object)[probabilities.argmax(axis=1)])
         return frame
@@ -424,6 +425,7 @@ class CandidateResult:
     latency_ms_per_row: float | None = None
     skipped: str | None = None  # why it was not trained (e.g. no LightGBM champion to warm-start)
     params: dict[str, Any] = field(default_factory=dict)
+    holdout_probabilities: np.ndarray | None = field(default=None, repr=False)  # spec class order
 
 
 @dataclass
@@ -436,6 +438,7 @@ class TrainingOutcome:
     importance: dict[str, dict[str, float]]
     timings: dict[str, float]
     data_hash: str
+    n_original: int = 0  # the champion's own training rows mixed into the training split
 
 
 def _latency_ms_per_row(model: TrainedModel, features: pd.DataFrame, repeats: int = 3) -> float:
@@ -510,8 +513,10 @@ def train_candidates(
     if split.validation.empty or split.holdout.empty:
         raise TrainingError(f"the time-based split of {len(data.frame)} rows left an empty validation or holdout set")
     train = split.train
+    n_original = 0
     if original is not None and config.original_data_fraction > 0 and not original.empty:
-        extra = original.sample(n=min(len(original), int(round(len(train) * config.original_data_fraction))), random_state=config.seed)
+        n_original = min(len(original), int(round(len(train) * config.original_data_fraction)))
+        extra = original.sample(n=n_original, random_state=config.seed)
         train = pd.concat([train, extra], ignore_index=True)
     names = [f.name for f in spec.features]
     y_train, y_valid, y_hold = (encode_labels(part["label"].tolist(), spec) for part in (train, split.validation, split.holdout))
@@ -533,7 +538,8 @@ def train_candidates(
         timings[f"train_{kind}"] = seconds
         candidate = CandidateResult(kind, model, seconds)
         candidate.validation = quality_metrics(spec, y_valid, model.predict_proba(split.validation[names]))
-        candidate.holdout = quality_metrics(spec, y_hold, model.predict_proba(split.holdout[names]))
+        candidate.holdout_probabilities = model.predict_proba(split.holdout[names])
+        candidate.holdout = quality_metrics(spec, y_hold, candidate.holdout_probabilities)
         candidate.latency_ms_per_row = _latency_ms_per_row(model, split.holdout[names])
         if model.booster is not None:
             candidate.params = {"best_iteration": int(model.estimator.best_iteration_ or model.estimator.n_estimators)}
@@ -555,4 +561,4 @@ def train_candidates(
         ),
     }
     timings["importance"] = time.perf_counter() - started
-    return TrainingOutcome(spec, data, split, results, best, importance, timings, data.content_hash(spec))
+    return TrainingOutcome(spec, data, split, results, best, importance, timings, data.content_hash(spec), n_original)

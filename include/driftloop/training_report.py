@@ -27,7 +27,6 @@ def _plots(outcome: TrainingOutcome, folder: Path) -> list[str]:
     from sklearn.metrics import roc_curve
 
     spec = outcome.spec
-    names = [f.name for f in spec.features]
     holdout = outcome.split.holdout
     y_true = encode_labels(holdout["label"].tolist(), spec)
     classes = [str(c) for c in spec.classes]
@@ -38,7 +37,7 @@ def _plots(outcome: TrainingOutcome, folder: Path) -> list[str]:
     for candidate in outcome.candidates:
         if candidate.model is None:
             continue
-        probabilities = candidate.model.predict_proba(holdout[names])
+        probabilities = candidate.holdout_probabilities
         if positive is not None:
             fpr, tpr, _ = roc_curve(y_true == positive, probabilities[:, positive])
         else:  # multiclass: micro-averaged one-vs-rest
@@ -53,8 +52,7 @@ def _plots(outcome: TrainingOutcome, folder: Path) -> list[str]:
     plt.close(figure)
     written.append("roc.png")
 
-    best = outcome.best.model
-    probabilities = best.predict_proba(holdout[names])
+    probabilities = outcome.best.holdout_probabilities
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == y_true).astype(int)
     if len(np.unique(correct)) > 1:

@@ -145,6 +145,18 @@ def test_probabilities_follow_the_spec_class_order_whatever_the_estimator_learnt
     assert (frame["prediction"] == np.where(frame["churn"] > frame["stay"], "churn", "stay")).all()
 
 
+def test_the_champions_original_rows_can_be_mixed_into_training(spec, data):
+    payload = spec.model_dump(mode="json")
+    payload["retraining"]["training"].update({"original_data_fraction": 0.5, "candidates": ["logistic_regression"]})
+    mixing = ModelSpec.model_validate(payload)
+    original = training.simulated_training_data(spec, 5000, T0 - timedelta(days=9), T0 - timedelta(days=2), seed=9).frame
+    outcome = training.train_candidates(mixing, data, original=original)
+    assert outcome.n_original == round(len(outcome.split.train) * 0.5)
+    # the mixed rows only train: validation and holdout stay the newest warehouse rows
+    assert outcome.split.validation["request_ts"].min() >= T0
+    assert training.train_candidates(spec, data, original=original).n_original == 0  # fraction 0: not mixed
+
+
 def test_too_few_rows_or_one_class_cannot_train(spec, data):
     with pytest.raises(training.TrainingError, match="at least 100"):
         training.train_candidates(spec, training.TrainingData(data.frame.head(50), "test"))
