@@ -1,0 +1,819 @@
+"""The decision of an online experiment (champion = control, challenger = treatment): a pure function.
+
+Every hour the promote DAG gathers per-arm counts from the warehouse and calls
+``decide(evidence, policy) -> Decision``. The rules, in the order they are applied:
+
+1. **Sample-ratio mismatch** (SRM): a chi-square goodness-of-fit test of the assigned counts against the
+   planned split; p below ``policy.srm_p_value_threshold`` halts the experiment, because every other
+   number is untrustworthy when assignment is broken (Fabijan et al., "Diagnosing Sample Ratio Mismatch
+   in Online Controlled Experiments", KDD 2019).
+2. **Guardrails** at the current allocation: latency p95 ratio treatment / control and error-rate
+   increase beyond the policy reject the challenger. They are thresholds on point estimates, applied
+   once each arm has ``min_assigned_for_guardrails`` units at this allocation, not statistical tests.
+3. **The always-valid test** of the primary 0/1 outcome (prediction correct, conversion), once each arm
+   has ``min_labelled_per_arm`` labels: promote when the treatment is better, reject when it is worse,
+   and (with ``minimum_detectable_effect`` set) reject for futility when an improvement of that size has
+   been ruled out.
+4. **Max duration** reached without a conclusion: inconclusive, the champion keeps all traffic.
+5. **Ramp** to the next canary step once the guardrails were measured and passed with enough treatment
+   units at the current step; otherwise continue.
+
+Method: mSPRT, the mixture sequential probability ratio test (Robbins, "Statistical methods related to
+the law of the iterated logarithm", Ann. Math. Statist. 1970), in the form of Johari, Koomen, Pekelis and
+Walsh, "Peeking at A/B Tests: Why it matters, and what to do about it" (KDD 2017) and Johari, Pekelis and
+Walsh, "Always Valid Inference: Continuous Monitoring of A/B Tests" (Operations Research 70(3), 2022).
+With theta_hat the difference of success rates (treatment - control) and V its variance, the normal
+mixture (theta ~ N(0, tau^2)) likelihood ratio against theta = 0 is
+
+    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 theta_hat^2 / (2 V (V + tau^2)))
+
+Decisions are one-sided, so the mixture is the half-normal on theta > 0 (the N(0, tau^2) mixture
+restricted to the alternative and renormalised), which multiplies Lambda by 2 Phi(tau theta_hat /
+sqrt(V (V + tau^2))). Any mixture of likelihood ratios over theta > 0 is a non-negative supermartingale
+under every theta <= 0, so by Ville's inequality P(ever Lambda >= 1/alpha) <= alpha: the always-valid
+p-value min(1, min over looks of 1/Lambda) may be looked at every hour, at any number of looks, and the
+test stopped whenever it crosses alpha. "Better" uses Lambda(theta_hat), "worse" Lambda(-theta_hat) and
+futility Lambda(mde - theta_hat) (null: theta >= mde); each controls its own error at alpha, so an A/A
+test promotes falsely at most alpha of the time. Inverting the one-sided tests gives always-valid bounds
+theta_hat -/+ d; together they form a 1 - 2 alpha interval, and "lower bound > 0" is exactly "p(better) <=
+alpha". Running minima (p-values) and running maxima / minima (bounds) are carried between looks in
+:class:`SequentialState`, which the caller stores with each decision.
+
+Why mSPRT rather than a group-sequential design with O'Brien-Fleming alpha spending (Lan and DeMets,
+Biometrika 1983): spending needs the maximum information planned in advance and the information fraction
+at each look, but here looks are hourly, traffic and label delay vary, ramps change the rate of
+information, and a DAG run may be skipped or repeated. The mSPRT is valid at any stopping time whatever
+the schedule, needs only the running minimum, and gives confidence intervals that hold at every look. Its
+price is a larger sample than a fixed-horizon test in the worst case; the unit tests measure it.
+
+Choosing tau (``Policy.mixing_sd``, on the scale of the difference in rates): the test is valid for any
+tau > 0; only power depends on it. For a given estimate, Lambda is largest when tau^2 = theta_hat^2 - V,
+so tau should be about the size of effect you want to detect quickly (the MDE, e.g. 0.02-0.03 of
+accuracy), or, as Johari et al. recommend, the spread of effects seen in past experiments. Too small a
+tau is slow for large effects; too large a tau loses power on small ones.
+
+Caveats and how they are handled:
+
+* Normal approximation with plug-in (unpooled) variances: the guarantee is asymptotic, hence the minimum
+  labels per arm before the test counts (``min_labelled_per_arm``); looks before that do not enter the
+  running minimum.
+* Time-varying allocation (ramps, Thompson sampling, epsilon-greedy): when the allocation and the base
+  rate both change over time, the pooled difference is biased (Simpson's paradox: the treatment's labels
+  come from later hours). The difference is therefore estimated within each allocation step and combined
+  with inverse-variance weights; the weighted score is a sum of mean-zero increments under the null, so the
+  mixture argument still holds. Pass each earlier allocation as an :class:`AllocationStep`; with adaptive
+  allocation, each period of constant allocation is a step, and the allocation must depend on past data
+  only. SRM sums the chi-square over steps (one degree of freedom per step with traffic).
+* Units: counts must be per randomisation unit (or per prediction when predictions are randomised);
+  repeated predictions of one user randomised together make the variance too small.
+* The SRM chi-square is repeated every hour and is not always-valid; the low threshold keeps false halts
+  rare (the A/A simulation reports it). A sequential SRM test (Lindon and Malek, "Anytime-Valid Inference
+  for Multinomial Count Data", NeurIPS 2022) would remove that caveat.
+* The primary outcome is 0/1; continuous outcomes (revenue, needing sums of squares) are not supported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import optimize, special, stats
+
+Action = Literal["continue", "ramp", "promote", "reject", "halt", "inconclusive"]
+
+# Rules in order of precedence: the first that holds decides (np.select in _evaluate_looks).
+RULES: tuple[tuple[str, Action], ...] = (
+    ("sample_ratio_mismatch", "halt"),
+    ("guardrail_breach", "reject"),
+    ("treatment_better", "promote"),
+    ("treatment_worse", "reject"),
+    ("futility", "reject"),
+    ("max_duration", "inconclusive"),
+    ("ramp", "ramp"),
+    ("no_conclusion_yet", "continue"),
+)
+RULE_NAMES = tuple(name for name, _ in RULES)
+_NO_CONCLUSION = len(RULES) - 1
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    """Counts of one arm. ``successes`` is the sum of the 0/1 primary outcome over the labelled units."""
+
+    name: str
+    n_assigned: int
+    n_labelled: int
+    successes: int
+    n_errors: int
+    latency_p95_ms: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.successes <= self.n_labelled <= self.n_assigned:
+            raise ValueError(
+                f"arm {self.name!r}: expected 0 <= successes <= n_labelled <= n_assigned, got "
+                f"{self.successes}, {self.n_labelled}, {self.n_assigned}"
+            )
+        if not 0 <= self.n_errors <= self.n_assigned:
+            raise ValueError(f"arm {self.name!r}: n_errors must be in [0, n_assigned], got {self.n_errors}")
+        if not self.latency_p95_ms > 0:
+            raise ValueError(f"arm {self.name!r}: latency_p95_ms must be > 0, got {self.latency_p95_ms}")
+
+    @property
+    def error_rate(self) -> float:
+        return self.n_errors / self.n_assigned if self.n_assigned else 0.0
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.n_labelled if self.n_labelled else None
+
+
+@dataclass(frozen=True)
+class AllocationStep:
+    """Counts of both arms during one period of constant allocation (a canary step)."""
+
+    treatment_share: float
+    control: ArmEvidence
+    treatment: ArmEvidence
+
+    def __post_init__(self) -> None:
+        if not 0 < self.treatment_share < 1:
+            raise ValueError(f"treatment_share must be in (0, 1), got {self.treatment_share}")
+
+
+@dataclass(frozen=True)
+class SequentialState:
+    """What the always-valid test carries from one look to the next; store it with each decision."""
+
+    p_value_better: float = 1.0
+    p_value_worse: float = 1.0
+    p_value_futility: float = 1.0
+    difference_lower: float = -1.0
+    difference_upper: float = 1.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One look at a running experiment.
+
+    ``control`` and ``treatment`` count the units since the allocation last changed (the current step, at
+    ``treatment_share``); counts of earlier allocations are in ``earlier_steps``, oldest first. Without a
+    ramp, the current step is the whole experiment. ``previous`` is the state stored with the last
+    decision (None at the first look).
+    """
+
+    control: ArmEvidence
+    treatment: ArmEvidence
+    treatment_share: float
+    hours_elapsed: float
+    look: int
+    earlier_steps: tuple[AllocationStep, ...] = ()
+    previous: SequentialState | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.treatment_share < 1:
+            raise ValueError(f"treatment_share must be in (0, 1), got {self.treatment_share}")
+        if self.look < 1 or self.hours_elapsed < 0:
+            raise ValueError(
+                f"look must be >= 1 and hours_elapsed >= 0, got {self.look}, {self.hours_elapsed}"
+            )
+
+    @property
+    def steps(self) -> tuple[AllocationStep, ...]:
+        return (*self.earlier_steps, AllocationStep(self.treatment_share, self.control, self.treatment))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds of the decision. Defaults suit an accuracy-like outcome around 0.8."""
+
+    alpha: float = 0.05
+    mixing_sd: float = 0.02  # tau: about the effect worth detecting quickly (module docstring)
+    min_labelled_per_arm: int = 200
+    srm_p_value_threshold: float = 0.001
+    max_latency_p95_ratio: float = 1.10
+    max_error_rate_increase: float = 0.005
+    min_assigned_for_guardrails: int = 200  # per arm at the current allocation
+    max_duration_hours: float = 14 * 24
+    minimum_detectable_effect: float | None = None  # enables the futility rule
+    ramp_steps: tuple[float, ...] = (0.10, 0.25, 0.50)
+    min_treatment_assigned_per_step: int = 1000  # hold each ramp step at least this long
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
+            raise ValueError(f"alpha must be in (0, 1) and mixing_sd > 0, got {self.alpha}, {self.mixing_sd}")
+        if any(not 0 < share < 1 for share in self.ramp_steps) or list(self.ramp_steps) != sorted(
+            set(self.ramp_steps)
+        ):
+            raise ValueError(f"ramp_steps must increase strictly within (0, 1), got {self.ramp_steps}")
+        if self.min_treatment_assigned_per_step < self.min_assigned_for_guardrails:
+            raise ValueError("min_treatment_assigned_per_step must be >= min_assigned_for_guardrails")
+        if self.minimum_detectable_effect is not None and not self.minimum_detectable_effect > 0:
+            raise ValueError(f"minimum_detectable_effect must be > 0, got {self.minimum_detectable_effect}")
+
+    def next_ramp_share(self, treatment_share: float) -> float | None:
+        """The ramp step after ``treatment_share``, or None at the last step or off the ramp (bandits)."""
+        for step, next_step in zip(self.ramp_steps, self.ramp_steps[1:], strict=False):
+            if math.isclose(step, treatment_share):
+                return next_step
+        return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``statistics`` holds only plain JSON values: it is stored as the audit trail."""
+
+    action: Action
+    next_allocation: float
+    reason: str
+    statistics: dict[str, Any]
+    state: SequentialState
+
+
+# --- statistics, vectorised over experiments (leading axes) and allocation steps (last axis) ---
+
+
+def sample_ratio_mismatch(
+    assigned_control: np.ndarray, assigned_treatment: np.ndarray, treatment_share: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chi-square statistic of the assigned counts against the planned shares, summed over steps, and its
+    degrees of freedom (one per step with traffic). The p-value is ``srm_p_value(chi_square, dof)``."""
+    control = np.asarray(assigned_control, dtype=float)
+    treatment = np.asarray(assigned_treatment, dtype=float)
+    total = control + treatment
+    expected_treatment = np.asarray(treatment_share, dtype=float) * total
+    expected_control = total - expected_treatment
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_step = (treatment - expected_treatment) ** 2 / expected_treatment + (
+            control - expected_control
+        ) ** 2 / expected_control
+    chi_square = np.where(total > 0, per_step, 0.0).sum(axis=-1)
+    degrees_of_freedom = (total > 0).sum(axis=-1)
+    return chi_square, degrees_of_freedom
+
+
+def srm_p_value(chi_square: float, degrees_of_freedom: int) -> float:
+    return float(stats.chi2.sf(chi_square, degrees_of_freedom)) if degrees_of_freedom > 0 else 1.0
+
+
+def _srm_mismatch(chi_square: np.ndarray, degrees_of_freedom: np.ndarray, threshold: float) -> np.ndarray:
+    """p < threshold, as chi-square > critical value: the chi-square survival function is slow on large arrays."""
+    critical_values = np.append(np.inf, stats.chi2.isf(threshold, np.arange(1, degrees_of_freedom.max() + 1)))
+    return chi_square > critical_values[degrees_of_freedom]
+
+
+def difference_in_rates(
+    labelled_control: np.ndarray,
+    successes_control: np.ndarray,
+    labelled_treatment: np.ndarray,
+    successes_treatment: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Treatment minus control success rate and its variance, within steps, inverse-variance weighted.
+
+    With one step this is the plain difference of proportions with the unpooled variance. Steps where an
+    arm has no labels or the variance is 0 carry no weight; with no usable step both results are NaN.
+    """
+    n_control = np.asarray(labelled_control, dtype=float)
+    n_treatment = np.asarray(labelled_treatment, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate_control = np.asarray(successes_control, dtype=float) / n_control
+        rate_treatment = np.asarray(successes_treatment, dtype=float) / n_treatment
+        step_variance = (
+            rate_control * (1 - rate_control) / n_control
+            + rate_treatment * (1 - rate_treatment) / n_treatment
+        )
+        usable = (n_control > 0) & (n_treatment > 0) & (step_variance > 0)
+        weight = np.where(usable, 1.0 / step_variance, 0.0)
+        total_weight = weight.sum(axis=-1)
+        weighted_difference = (weight * np.where(usable, rate_treatment - rate_control, 0.0)).sum(axis=-1)
+        difference = np.where(total_weight > 0, weighted_difference / total_weight, np.nan)
+        variance = np.where(total_weight > 0, 1.0 / total_weight, np.nan)
+    return difference, variance
+
+
+def log_mixture_likelihood_ratio(
+    difference: np.ndarray, variance: np.ndarray, mixing_sd: float
+) -> np.ndarray:
+    """log Lambda of the two-sided normal-mixture SPRT (Johari et al. 2017); -inf where V is unusable."""
+    difference = np.asarray(difference, dtype=float)
+    variance = np.asarray(variance, dtype=float)
+    usable = np.isfinite(difference) & np.isfinite(variance) & (variance > 0)
+    safe_variance = np.where(usable, variance, 1.0)
+    safe_difference = np.where(usable, difference, 0.0)
+    tau2 = mixing_sd**2
+    value = 0.5 * np.log(safe_variance / (safe_variance + tau2)) + tau2 * safe_difference**2 / (
+        2 * safe_variance * (safe_variance + tau2)
+    )
+    return np.where(usable, value, -np.inf)
+
+
+def log_one_sided_mixture_likelihood_ratio(
+    difference: np.ndarray, variance: np.ndarray, mixing_sd: float
+) -> np.ndarray:
+    """log Lambda of the half-normal mixture over effects > 0: evidence that the true difference is > 0."""
+    two_sided = log_mixture_likelihood_ratio(difference, variance, mixing_sd)
+    usable = np.isfinite(two_sided)
+    safe_variance = np.where(usable, variance, 1.0)
+    safe_difference = np.where(usable, difference, 0.0)
+    posterior_z = mixing_sd * safe_difference / np.sqrt(safe_variance * (safe_variance + mixing_sd**2))
+    return math.log(2) + special.log_ndtr(posterior_z) + two_sided
+
+
+def p_value_from_log_likelihood_ratio(log_likelihood_ratio: np.ndarray) -> np.ndarray:
+    """min(1, 1 / Lambda), computed without overflow."""
+    return np.exp(np.minimum(0.0, -np.asarray(log_likelihood_ratio, dtype=float)))
+
+
+def always_valid_half_width(variance: float, mixing_sd: float, alpha: float) -> float:
+    """d with one-sided Lambda(d) = 1/alpha: estimate - d and estimate + d are always-valid bounds at alpha."""
+    target = math.log(1 / alpha)
+    tau2 = mixing_sd**2
+    # The two-sided half-width (closed form) is an upper bracket: the one-sided Lambda is larger for d > 0.
+    two_sided_half_width = math.sqrt(
+        2 * variance * (variance + tau2) / tau2 * (target + 0.5 * math.log((variance + tau2) / variance))
+    )
+    return optimize.brentq(
+        lambda half_width: (
+            float(log_one_sided_mixture_likelihood_ratio(half_width, variance, mixing_sd)) - target
+        ),
+        0.0,
+        two_sided_half_width,
+    )
+
+
+@dataclass(frozen=True)
+class _StepCounts:
+    """Counts per experiment (rows) and allocation step (columns)."""
+
+    treatment_share: np.ndarray
+    assigned_control: np.ndarray
+    assigned_treatment: np.ndarray
+    labelled_control: np.ndarray
+    labelled_treatment: np.ndarray
+    successes_control: np.ndarray
+    successes_treatment: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Looks:
+    """What one look computes, one entry per experiment. p-values are the running (always-valid) ones."""
+
+    rule: np.ndarray
+    srm_chi_square: np.ndarray
+    srm_degrees_of_freedom: np.ndarray
+    enough_labels: np.ndarray
+    difference: np.ndarray
+    variance: np.ndarray
+    log_likelihood_ratio_better: np.ndarray
+    p_value_better: np.ndarray
+    p_value_worse: np.ndarray
+    p_value_futility: np.ndarray
+
+
+def _evaluate_looks(
+    counts: _StepCounts,
+    *,
+    guardrails_measured: np.ndarray,
+    latency_p95_ratio: np.ndarray,
+    error_rate_increase: np.ndarray,
+    treatment_assigned_at_step: np.ndarray,
+    ramp_available: np.ndarray,
+    hours_elapsed: np.ndarray | float,
+    previous_p_value_better: np.ndarray,
+    previous_p_value_worse: np.ndarray,
+    previous_p_value_futility: np.ndarray,
+    policy: Policy,
+) -> _Looks:
+    """The decision rules of one look for many experiments at once; ``decide`` and the simulation share it."""
+    srm_chi_square, srm_degrees_of_freedom = sample_ratio_mismatch(
+        counts.assigned_control, counts.assigned_treatment, counts.treatment_share
+    )
+    enough_labels = (counts.labelled_control.sum(axis=-1) >= policy.min_labelled_per_arm) & (
+        counts.labelled_treatment.sum(axis=-1) >= policy.min_labelled_per_arm
+    )
+    difference, variance = difference_in_rates(
+        counts.labelled_control,
+        counts.successes_control,
+        counts.labelled_treatment,
+        counts.successes_treatment,
+    )
+    log_lr_better = log_one_sided_mixture_likelihood_ratio(difference, variance, policy.mixing_sd)
+    log_lr_worse = log_one_sided_mixture_likelihood_ratio(-difference, variance, policy.mixing_sd)
+    if policy.minimum_detectable_effect is None:
+        log_lr_futility = np.full_like(log_lr_better, -np.inf)
+    else:
+        log_lr_futility = log_one_sided_mixture_likelihood_ratio(
+            policy.minimum_detectable_effect - difference, variance, policy.mixing_sd
+        )
+
+    def running(previous: np.ndarray, log_likelihood_ratio: np.ndarray) -> np.ndarray:
+        # Looks before enough labels stay out: the normal approximation is not trusted there.
+        current = p_value_from_log_likelihood_ratio(log_likelihood_ratio)
+        return np.where(enough_labels, np.minimum(previous, current), previous)
+
+    p_value_better = running(previous_p_value_better, log_lr_better)
+    p_value_worse = running(previous_p_value_worse, log_lr_worse)
+    p_value_futility = running(previous_p_value_futility, log_lr_futility)
+
+    guardrail_breach = guardrails_measured & (
+        (latency_p95_ratio > policy.max_latency_p95_ratio)
+        | (error_rate_increase > policy.max_error_rate_increase)
+    )
+    can_ramp = (
+        ramp_available
+        & guardrails_measured
+        & (treatment_assigned_at_step >= policy.min_treatment_assigned_per_step)
+    )
+    conditions = [  # same order as RULES
+        _srm_mismatch(srm_chi_square, srm_degrees_of_freedom, policy.srm_p_value_threshold),
+        guardrail_breach,
+        guardrails_measured & (p_value_better <= policy.alpha),  # never promote without guardrail evidence
+        p_value_worse <= policy.alpha,
+        p_value_futility <= policy.alpha,
+        np.broadcast_to(np.asarray(hours_elapsed) >= policy.max_duration_hours, srm_chi_square.shape),
+        can_ramp,
+    ]
+    rule = np.select(conditions, np.arange(len(conditions)), default=_NO_CONCLUSION)
+    return _Looks(
+        rule=rule,
+        srm_chi_square=srm_chi_square,
+        srm_degrees_of_freedom=srm_degrees_of_freedom,
+        enough_labels=enough_labels,
+        difference=difference,
+        variance=variance,
+        log_likelihood_ratio_better=log_lr_better,
+        p_value_better=p_value_better,
+        p_value_worse=p_value_worse,
+        p_value_futility=p_value_futility,
+    )
+
+
+# --- the decision of one look ---
+
+
+def decide(evidence: Evidence, policy: Policy) -> Decision:
+    """The action for one look at an experiment, with a readable reason and the numbers behind it."""
+    steps = evidence.steps
+    counts = _step_counts(steps)
+    control, treatment = evidence.control, evidence.treatment
+    latency_p95_ratio = treatment.latency_p95_ms / control.latency_p95_ms
+    error_rate_increase = treatment.error_rate - control.error_rate
+    guardrails_measured = min(control.n_assigned, treatment.n_assigned) >= policy.min_assigned_for_guardrails
+    next_ramp_share = policy.next_ramp_share(evidence.treatment_share)
+    previous = evidence.previous or SequentialState()
+    looks = _evaluate_looks(
+        counts,
+        guardrails_measured=np.array([guardrails_measured]),
+        latency_p95_ratio=np.array([latency_p95_ratio]),
+        error_rate_increase=np.array([error_rate_increase]),
+        treatment_assigned_at_step=np.array([treatment.n_assigned]),
+        ramp_available=np.array([next_ramp_share is not None]),
+        hours_elapsed=evidence.hours_elapsed,
+        previous_p_value_better=np.array([previous.p_value_better]),
+        previous_p_value_worse=np.array([previous.p_value_worse]),
+        previous_p_value_futility=np.array([previous.p_value_futility]),
+        policy=policy,
+    )
+    rule, action = RULES[int(looks.rule[0])]
+    difference, variance = float(looks.difference[0]), float(looks.variance[0])
+    enough_labels = bool(looks.enough_labels[0])
+
+    lower, upper = previous.difference_lower, previous.difference_upper
+    if enough_labels and math.isfinite(variance):
+        half_width = always_valid_half_width(variance, policy.mixing_sd, policy.alpha)
+        lower, upper = max(lower, difference - half_width), min(upper, difference + half_width)
+    state = SequentialState(
+        p_value_better=float(looks.p_value_better[0]),
+        p_value_worse=float(looks.p_value_worse[0]),
+        p_value_futility=float(looks.p_value_futility[0]),
+        difference_lower=lower,
+        difference_upper=upper,
+    )
+
+    assigned_control = sum(step.control.n_assigned for step in steps)
+    assigned_treatment = sum(step.treatment.n_assigned for step in steps)
+    assigned = assigned_control + assigned_treatment
+    labelled_control = sum(step.control.n_labelled for step in steps)
+    labelled_treatment = sum(step.treatment.n_labelled for step in steps)
+    rate_control = (
+        sum(step.control.successes for step in steps) / labelled_control if labelled_control else None
+    )
+    rate_treatment = (
+        sum(step.treatment.successes for step in steps) / labelled_treatment if labelled_treatment else None
+    )
+    expected_share = (
+        sum(step.treatment_share * (step.control.n_assigned + step.treatment.n_assigned) for step in steps)
+        / assigned
+        if assigned
+        else evidence.treatment_share
+    )
+    statistics = {
+        "rule": rule,
+        "look": evidence.look,
+        "hours_elapsed": evidence.hours_elapsed,
+        "treatment_share": evidence.treatment_share,
+        "allocation_steps": len(steps),
+        "arms": {
+            "control": _arm_statistics(control, assigned_control, labelled_control, rate_control),
+            "treatment": _arm_statistics(treatment, assigned_treatment, labelled_treatment, rate_treatment),
+        },
+        "sample_ratio": {
+            "chi_square": looks.srm_chi_square[0],
+            "degrees_of_freedom": looks.srm_degrees_of_freedom[0],
+            "p_value": srm_p_value(float(looks.srm_chi_square[0]), int(looks.srm_degrees_of_freedom[0])),
+            "threshold": policy.srm_p_value_threshold,
+            "expected_treatment_share": expected_share,
+            "observed_treatment_share": assigned_treatment / assigned if assigned else None,
+        },
+        "guardrails": {
+            "measured": guardrails_measured,
+            "min_assigned_per_arm": policy.min_assigned_for_guardrails,
+            "latency_p95_ratio": latency_p95_ratio,
+            "max_latency_p95_ratio": policy.max_latency_p95_ratio,
+            "error_rate_increase": error_rate_increase,
+            "max_error_rate_increase": policy.max_error_rate_increase,
+        },
+        "test": {
+            "method": "mSPRT, one-sided normal mixtures, within-step inverse-variance weighted difference",
+            "alpha": policy.alpha,
+            "mixing_sd": policy.mixing_sd,
+            "likelihood_ratio_threshold": 1 / policy.alpha,
+            "minimum_detectable_effect": policy.minimum_detectable_effect,
+            "min_labelled_per_arm": policy.min_labelled_per_arm,
+            "enough_labels": enough_labels,
+            "difference": difference,
+            "difference_variance": variance,
+            # The fixed-horizon z-test is not valid under hourly looks; stored for comparison only.
+            "fixed_horizon_p_value_better": float(stats.norm.sf(difference / math.sqrt(variance)))
+            if variance > 0
+            else None,
+            "likelihood_ratio_better": math.exp(min(700.0, float(looks.log_likelihood_ratio_better[0]))),
+            "always_valid_p_value_better": state.p_value_better,
+            "always_valid_p_value_worse": state.p_value_worse,
+            "always_valid_p_value_futility": state.p_value_futility,
+            "always_valid_interval": [lower, upper],
+            "always_valid_interval_level": 1 - 2 * policy.alpha,
+        },
+        "max_duration_hours": policy.max_duration_hours,
+        "next_ramp_share": next_ramp_share,
+    }
+    next_allocation = {
+        "continue": evidence.treatment_share,
+        "ramp": next_ramp_share,
+        "promote": 1.0,
+    }.get(action, 0.0)
+    reason = _reason(rule, evidence, policy, statistics, next_allocation)
+    return Decision(action, float(next_allocation), reason, _plain(statistics), state)
+
+
+def _step_counts(steps: tuple[AllocationStep, ...]) -> _StepCounts:
+    def row(values: Any) -> np.ndarray:
+        return np.array([list(values)], dtype=float)
+
+    return _StepCounts(
+        treatment_share=row(step.treatment_share for step in steps),
+        assigned_control=row(step.control.n_assigned for step in steps),
+        assigned_treatment=row(step.treatment.n_assigned for step in steps),
+        labelled_control=row(step.control.n_labelled for step in steps),
+        labelled_treatment=row(step.treatment.n_labelled for step in steps),
+        successes_control=row(step.control.successes for step in steps),
+        successes_treatment=row(step.treatment.successes for step in steps),
+    )
+
+
+def _arm_statistics(
+    arm: ArmEvidence, assigned: int, labelled: int, success_rate: float | None
+) -> dict[str, Any]:
+    return {
+        "name": arm.name,
+        "n_assigned": assigned,
+        "n_labelled": labelled,
+        "success_rate": success_rate,
+        "n_assigned_at_step": arm.n_assigned,
+        "error_rate_at_step": arm.error_rate,
+        "latency_p95_ms_at_step": arm.latency_p95_ms,
+    }
+
+
+def _reason(
+    rule: str, evidence: Evidence, policy: Policy, statistics: dict[str, Any], next_allocation: float
+) -> str:
+    control, treatment = evidence.control, evidence.treatment
+    arms, srm, guardrails, test = (
+        statistics["arms"],
+        statistics["sample_ratio"],
+        statistics["guardrails"],
+        statistics["test"],
+    )
+    lower, upper = test["always_valid_interval"]
+    estimate = (
+        f"success rate {_rate(arms['treatment']['success_rate'])} (treatment, {arms['treatment']['n_labelled']:,} labelled) "
+        f"vs {_rate(arms['control']['success_rate'])} (control, {arms['control']['n_labelled']:,} labelled), "
+        f"difference {_signed(test['difference'])}, always-valid {test['always_valid_interval_level']:.0%} interval "
+        f"[{lower:+.4f}, {upper:+.4f}]"
+    )
+    if rule == "sample_ratio_mismatch":
+        total = arms["control"]["n_assigned"] + arms["treatment"]["n_assigned"]
+        return (
+            f"Halt: sample-ratio mismatch, the treatment has {srm['observed_treatment_share']:.1%} of {total:,} assigned units "
+            f"where {srm['expected_treatment_share']:.1%} was planned (chi-square {srm['chi_square']:.1f}, "
+            f"p = {max(srm['p_value'], 1e-300):.3g} < {policy.srm_p_value_threshold:g}); assignment is broken, all traffic returns to the control."
+        )
+    if rule == "guardrail_breach":
+        breaches = []
+        if guardrails["latency_p95_ratio"] > policy.max_latency_p95_ratio:
+            breaches.append(
+                f"latency p95 is {guardrails['latency_p95_ratio']:.2f}x the control ({treatment.latency_p95_ms:.0f} ms vs "
+                f"{control.latency_p95_ms:.0f} ms, limit {policy.max_latency_p95_ratio:.2f}x)"
+            )
+        if guardrails["error_rate_increase"] > policy.max_error_rate_increase:
+            breaches.append(
+                f"error rate is {treatment.error_rate:.2%} vs {control.error_rate:.2%} (increase "
+                f"{guardrails['error_rate_increase']:+.2%}, limit {policy.max_error_rate_increase:+.2%})"
+            )
+        return f"Reject: guardrail breached at {evidence.treatment_share:.0%} traffic: {'; '.join(breaches)}."
+    if rule == "treatment_better":
+        return (
+            f"Promote: the treatment is better, {estimate}; always-valid p = {test['always_valid_p_value_better']:.3g} "
+            f"<= alpha {policy.alpha:g} at look {evidence.look} ({evidence.hours_elapsed:g} h)."
+        )
+    if rule == "treatment_worse":
+        return (
+            f"Reject: the treatment is worse, {estimate}; always-valid p = {test['always_valid_p_value_worse']:.3g} "
+            f"<= alpha {policy.alpha:g} at look {evidence.look} ({evidence.hours_elapsed:g} h)."
+        )
+    if rule == "futility":
+        return (
+            f"Reject for futility: an improvement of {policy.minimum_detectable_effect:+.4f} is ruled out, {estimate}; "
+            f"always-valid p = {test['always_valid_p_value_futility']:.3g} <= alpha {policy.alpha:g}."
+        )
+    if rule == "max_duration":
+        return (
+            f"Inconclusive after {evidence.hours_elapsed:g} h (max {policy.max_duration_hours:g} h): {estimate}; "
+            f"always-valid p(better) = {test['always_valid_p_value_better']:.3g}, p(worse) = "
+            f"{test['always_valid_p_value_worse']:.3g}; the champion keeps all traffic."
+        )
+    if rule == "ramp":
+        return (
+            f"Ramp from {evidence.treatment_share:.0%} to {next_allocation:.0%}: guardrails pass with "
+            f"{treatment.n_assigned:,} treatment units at this step (latency p95 ratio {guardrails['latency_p95_ratio']:.2f} "
+            f"<= {policy.max_latency_p95_ratio:.2f}, error-rate increase {guardrails['error_rate_increase']:+.2%} "
+            f"<= {policy.max_error_rate_increase:+.2%}); always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
+        )
+    if not test["enough_labels"]:
+        return (
+            f"Continue at {evidence.treatment_share:.0%}: waiting for labels, {arms['control']['n_labelled']:,} in control "
+            f"and {arms['treatment']['n_labelled']:,} in treatment; each arm needs {policy.min_labelled_per_arm:,} "
+            "before the test counts."
+        )
+    return (
+        f"Continue at {evidence.treatment_share:.0%}: no conclusion yet, {estimate}; always-valid p(better) = "
+        f"{test['always_valid_p_value_better']:.3g}, p(worse) = {test['always_valid_p_value_worse']:.3g} "
+        f"(alpha {policy.alpha:g})."
+    )
+
+
+def _rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.4f}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}" if math.isfinite(value) else "n/a"
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN and infinities to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# --- simulation: many experiments, hourly looks, the same rules ---
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """One entry per simulated experiment; ``rule`` is "no_conclusion_yet" when the horizon ended first."""
+
+    rule: np.ndarray
+    action: np.ndarray
+    decision_hour: np.ndarray
+    labelled_at_decision: np.ndarray
+    treatment_labelled_at_decision: np.ndarray
+
+    def share(self, action: Action) -> float:
+        return float(np.mean(self.action == action))
+
+
+def simulate_experiments(
+    n_experiments: int,
+    control_rate: float | np.ndarray,
+    treatment_rate: float | np.ndarray,
+    allocation: float,
+    labelled_per_hour: int,
+    hours: int,
+    policy: Policy,
+    rng: np.random.Generator,
+    *,
+    assigned_treatment_share: float | None = None,
+    latency_p95_ratio: float = 1.0,
+) -> SimulationResult:
+    """Run many experiments hour by hour, deciding after every hour with the rules of ``decide``.
+
+    Each hour ``labelled_per_hour`` units arrive, all labelled (label delay is not modelled), and go to the
+    treatment with probability ``assigned_treatment_share`` (default: the planned allocation; set it to
+    simulate broken assignment). Rates are a number or one value per hour (drift). A ramp follows
+    ``policy.ramp_steps`` from ``allocation``; an allocation off the ramp stays fixed.
+    """
+    control_rates = np.broadcast_to(np.asarray(control_rate, dtype=float), (hours,))
+    treatment_rates = np.broadcast_to(np.asarray(treatment_rate, dtype=float), (hours,))
+    shares = [allocation]
+    while (next_share := policy.next_ramp_share(shares[-1])) is not None:
+        shares.append(next_share)
+    step_shares = np.array(shares)
+    n_steps = len(shares)
+
+    def zeros() -> np.ndarray:
+        return np.zeros((n_experiments, n_steps))
+
+    assigned_control, assigned_treatment, successes_control, successes_treatment = (
+        zeros(),
+        zeros(),
+        zeros(),
+        zeros(),
+    )
+    step = np.zeros(n_experiments, dtype=int)
+    p_value_better, p_value_worse, p_value_futility = (np.ones(n_experiments) for _ in range(3))
+    rule = np.full(n_experiments, _NO_CONCLUSION)
+    decision_hour = np.full(n_experiments, hours)
+    decided = np.zeros(n_experiments, dtype=bool)
+
+    for hour in range(1, hours + 1):
+        live = np.flatnonzero(~decided)
+        if live.size == 0:
+            break
+        live_step = step[live]
+        planned_share = step_shares[live_step]
+        true_share = planned_share if assigned_treatment_share is None else assigned_treatment_share
+        new_treatment = rng.binomial(labelled_per_hour, true_share)
+        new_control = labelled_per_hour - new_treatment
+        assigned_treatment[live, live_step] += new_treatment
+        assigned_control[live, live_step] += new_control
+        successes_treatment[live, live_step] += rng.binomial(new_treatment, treatment_rates[hour - 1])
+        successes_control[live, live_step] += rng.binomial(new_control, control_rates[hour - 1])
+
+        counts = _StepCounts(
+            treatment_share=np.broadcast_to(step_shares, (live.size, n_steps)),
+            assigned_control=assigned_control[live],
+            assigned_treatment=assigned_treatment[live],
+            labelled_control=assigned_control[live],
+            labelled_treatment=assigned_treatment[live],
+            successes_control=successes_control[live],
+            successes_treatment=successes_treatment[live],
+        )
+        looks = _evaluate_looks(
+            counts,
+            guardrails_measured=np.minimum(
+                assigned_control[live, live_step], assigned_treatment[live, live_step]
+            )
+            >= policy.min_assigned_for_guardrails,
+            latency_p95_ratio=np.full(live.size, latency_p95_ratio),
+            error_rate_increase=np.zeros(live.size),
+            treatment_assigned_at_step=assigned_treatment[live, live_step],
+            ramp_available=live_step < n_steps - 1,
+            hours_elapsed=hour,
+            previous_p_value_better=p_value_better[live],
+            previous_p_value_worse=p_value_worse[live],
+            previous_p_value_futility=p_value_futility[live],
+            policy=policy,
+        )
+        p_value_better[live], p_value_worse[live], p_value_futility[live] = (
+            looks.p_value_better,
+            looks.p_value_worse,
+            looks.p_value_futility,
+        )
+        ramped = looks.rule == RULE_NAMES.index("ramp")
+        step[live[ramped]] += 1
+        final = ~ramped & (looks.rule != _NO_CONCLUSION)
+        rule[live[final]] = looks.rule[final]
+        decision_hour[live[final]] = hour
+        decided[live[final]] = True
+
+    labelled_treatment = assigned_treatment.sum(axis=1).astype(int)
+    actions = np.array([action for _, action in RULES])
+    return SimulationResult(
+        rule=np.array(RULE_NAMES)[rule],
+        action=actions[rule],
+        decision_hour=decision_hour,
+        labelled_at_decision=labelled_treatment + assigned_control.sum(axis=1).astype(int),
+        treatment_labelled_at_decision=labelled_treatment,
+    )
