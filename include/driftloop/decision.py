@@ -618,7 +618,7 @@ def _reason(
         return (
             f"Halt: sample-ratio mismatch, the treatment has {srm['observed_treatment_share']:.1%} of {total:,} assigned units "
             f"where {srm['expected_treatment_share']:.1%} was planned (chi-square {srm['chi_square']:.1f}, "
-            f"p = {max(srm['p_value'], 1e-300):.3g} < {policy.srm_p_value_threshold:g}); assignment is broken, all traffic returns to the control."
+            f"{_p_value_text(srm['p_value'])} < {policy.srm_p_value_threshold:g}); assignment is broken, all traffic returns to the control."
         )
     if rule == "guardrail_breach":
         breaches = []
@@ -676,6 +676,10 @@ def _reason(
 
 def _rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.4f}"
+
+
+def _p_value_text(p_value: float) -> str:
+    return f"p = {p_value:.3g}" if p_value >= 1e-300 else "p < 1e-300"
 
 
 def _signed(value: float) -> str:

@@ -157,7 +157,7 @@ class Drift(_Strict):
 
 
 class _OpenBlock(BaseModel):
-    """Blocks that later work fills in (promotion, alerts); free-form for now."""
+    """Blocks that later work fills in (alerts); free-form for now."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -246,6 +246,23 @@ class Retraining(_Strict):
     training: Training = Training()
 
 
+class OfflineGate(_Strict):
+    """What a challenger must show on its holdout (newer than any of its training rows) before it
+    gets live traffic; every check is recorded with its value, threshold and verdict."""
+
+    min_relative_auc_gain: float = Field(default=0.02, ge=0)  # (challenger - champion) / champion ROC AUC
+    max_latency_ratio: float = Field(default=1.10, gt=0)  # challenger / champion prediction time per row
+    max_ece_increase: float = Field(default=0.02, ge=0)  # absolute, top-label expected calibration error
+    max_segment_auc_drop: float = Field(default=0.02, ge=0)  # absolute, in any segment with enough rows
+    min_segment_rows: int = Field(default=200, ge=1)
+    top_features: int = Field(default=5, ge=2)  # importance shift: over the union of both models' top features
+    min_importance_rank_correlation: float = Field(default=0.3, ge=-1, le=1)  # Spearman, gain importance
+
+
+class Promotion(_Strict):
+    offline_gate: OfflineGate = OfflineGate()
+
+
 class ModelSpec(_Strict):
     name: str
     description: str | None = None
@@ -260,7 +277,7 @@ class ModelSpec(_Strict):
     ingest: Ingest = Ingest()
     drift: Drift = Drift()
     retraining: Retraining = Retraining()
-    promotion: _OpenBlock = _OpenBlock()
+    promotion: Promotion = Promotion()
     alerts: _OpenBlock = _OpenBlock()
 
     @field_validator("name")

@@ -284,3 +284,49 @@ def test_retrain_signals_count_new_labels_and_hold_the_cooldown(world):
     assert f"{expected} new labels since the last training" in signal["reason"]
     gate = retrain.check_gate(url, spec.name)
     assert gate.fire and gate.trigger == signal["primary_trigger"] and gate.evidence["n_new_labels"] == expected
+
+
+# ------------------------------------------------------------------------------------------------
+# the offline gate on the registered models
+
+
+def _policy(spec, **gate):
+    payload = spec.model_dump(mode="json")
+    payload["promotion"]["offline_gate"].update(gate)
+    return type(spec).model_validate(payload)
+
+
+def test_the_offline_gate_records_every_check_and_a_pass_moves_nothing(world):
+    from driftloop.promotion import run_offline_gate
+
+    url = world["url"]
+    spec = _policy(world["spec"], min_relative_auc_gain=0.0, max_latency_ratio=100.0, max_ece_increase=1.0,
+                   max_segment_auc_drop=1.0, min_importance_rank_correlation=-1.0)  # fmt: skip
+    challenger = alias(spec.name, "challenger")
+    result = run_offline_gate(url, spec)
+    (decision,) = query(url, "select * from ops.decisions where step = 'offline_gate'")
+    checks = {c["name"]: c for c in decision["evidence"]["checks"]}
+    assert set(checks) == {"auc_gain", "latency_ratio", "ece_increase", "segment_auc_drop", "importance_rank_correlation"}
+    assert decision["evidence"]["challenger_version"] == challenger and decision["evidence"]["champion_version"] == "1"
+    # the challenger learnt this traffic; the champion learnt simulated example data of another world
+    assert checks["auc_gain"]["value"] > 0
+    assert result.passed and decision["decision"] == "pass"
+    assert (alias(spec.name, "champion"), alias(spec.name, "challenger")) == ("1", challenger)
+
+
+def test_a_failed_offline_gate_removes_the_challenger_alias_and_says_why(world):
+    from driftloop.promotion import run_offline_gate
+
+    url = world["url"]
+    spec = _policy(world["spec"], min_relative_auc_gain=5.0)  # 500 % better: impossible
+    challenger = alias(spec.name, "challenger")
+    result = run_offline_gate(url, spec, airflow_run_id="manual__test")
+    assert not result.passed and "relative gain" in result.reason
+    (decision,) = query(url, "select * from ops.decisions where step = 'offline_gate' and decision = 'fail'")
+    assert decision["airflow_run_id"] == "manual__test" and decision["reason"] == result.reason
+    assert alias(spec.name, "challenger") is None and alias(spec.name, "champion") == "1"
+    assert query(url, "select count(*) as n from ops.model_aliases where alias = 'challenger'") == [{"n": 0}]
+    tags = registry.client().get_model_version(spec.name, challenger).tags
+    assert tags["driftloop.status"] == "rejected" and "relative gain" in tags["driftloop.rejected_because"]
+    (alert,) = query(url, "select * from ops.alerts where source = 'promote'")
+    assert f"version {challenger} rejected by the offline gate" in alert["summary"]
