@@ -259,8 +259,32 @@ class OfflineGate(_Strict):
     min_importance_rank_correlation: float = Field(default=0.3, ge=-1, le=1)  # Spearman, gain importance
 
 
+class Online(_Strict):
+    """The live experiment (driftloop.decision.Policy; see its module docstring for the method)."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    mixing_sd: float = Field(default=0.02, gt=0)  # mSPRT tau: about the accuracy gain worth detecting
+    min_labelled_per_arm: int = Field(default=200, ge=1)
+    srm_p_value_threshold: float = Field(default=0.001, gt=0, lt=1)
+    max_latency_p95_ratio: float = Field(default=1.10, gt=0)
+    max_error_rate_increase: float = Field(default=0.005, ge=0)
+    min_assigned_for_guardrails: int = Field(default=200, ge=1)
+    max_duration: Duration = timedelta(days=14)  # then inconclusive: the champion keeps all traffic
+    minimum_detectable_effect: float | None = Field(default=None, gt=0)
+    ramp_steps: list[float] = Field(default_factory=lambda: [0.10, 0.25, 0.50])
+    min_treatment_assigned_per_step: int = Field(default=1000, ge=1)
+    poke_interval: Duration = timedelta(hours=1)  # how often promote__<model> looks
+
+    def policy(self):
+        from driftloop.decision import Policy
+
+        values = self.model_dump(exclude={"max_duration", "ramp_steps", "poke_interval"})
+        return Policy(**values, max_duration_hours=self.max_duration / timedelta(hours=1), ramp_steps=tuple(self.ramp_steps))
+
+
 class Promotion(_Strict):
     offline_gate: OfflineGate = OfflineGate()
+    online: Online = Online()
 
 
 class ModelSpec(_Strict):

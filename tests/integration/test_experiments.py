@@ -1,0 +1,188 @@
+"""The live experiment against a real warehouse and a real MLflow registry: traffic served by the router,
+landed and ingested, labels arriving, looks deciding, aliases and the allocation following.
+
+The models here are stubs that are right with a known probability (they read the true class from a
+feature the test plants), so the arms' accuracies are known; the router, the files, ingest, the
+evidence queries, the decision and the registry are the real ones."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from driftloop import experiments, registry, serving
+from driftloop.ingest import ingest
+from driftloop.spec import ModelSpec, get_spec
+from landing import land
+from training_data import restore_mlflow_store, sync, use_mlflow_store
+
+
+def started(url: str) -> datetime:
+    """When the latest experiment started (traffic of an experiment comes after its start)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("select max(started_at) from ops.experiments").fetchone()[0]
+
+
+class RightWithProbability:
+    """Predicts the class planted in `tenure_months` (1 = churn) with probability `accuracy`."""
+
+    def __init__(self, accuracy: float, seed: int):
+        self.accuracy, self.rng = accuracy, np.random.default_rng(seed)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        truth = "churn" if frame["tenure_months"].iloc[0] == 1 else "stay"
+        right = self.rng.random() < self.accuracy
+        predicted = truth if right else ("stay" if truth == "churn" else "churn")
+        churn = 0.8 if predicted == "churn" else 0.2
+        return pd.DataFrame({"prediction": [predicted], "stay": [1 - churn], "churn": [churn]})
+
+
+def experiment_spec(**online) -> ModelSpec:
+    payload = get_spec("churn").model_dump(mode="json")
+    payload["promotion"]["online"].update({
+        "ramp_steps": [0.5], "min_labelled_per_arm": 100, "min_assigned_for_guardrails": 100,
+        "min_treatment_assigned_per_step": 100, "max_latency_p95_ratio": 50.0, "max_error_rate_increase": 0.5,
+        "mixing_sd": 0.1, **online,
+    })  # fmt: skip
+    return ModelSpec.model_validate(payload)
+
+
+@pytest.fixture
+def world(warehouse_url, tmp_path):
+    """Versions 1 (champion) and 2 (challenger) registered in a fresh MLflow store."""
+    previous = use_mlflow_store(tmp_path / "mlflow")
+    try:
+        client = registry.client()
+        client.create_registered_model("churn")
+        for version in ("1", "2", "3"):
+            (tmp_path / f"model-{version}").mkdir()
+            client.create_model_version("churn", source=(tmp_path / f"model-{version}").as_uri())
+        registry.set_alias(warehouse_url, "churn", "champion", "1")
+        registry.set_alias(warehouse_url, "churn", "challenger", "2")
+        sync(warehouse_url, get_spec("churn"))
+        yield warehouse_url, tmp_path
+    finally:
+        restore_mlflow_store(previous)
+
+
+def serve_and_label(url: str, root, spec: ModelSpec, accuracies: dict[str, float], n: int = 1200, seed: int = 1) -> None:
+    """n requests from n units through the router (stub models), from a minute after the experiment
+    started, their labels a few minutes later, ingested."""
+    rng = np.random.default_rng(seed)
+    start = started(url) + timedelta(minutes=1)
+    logger = serving.EventLogger(root, "churn", max_events=100_000)
+    models = {"1": RightWithProbability(accuracies["1"], seed), "2": RightWithProbability(accuracies["2"], seed + 1)}
+    router = serving.Router("churn", url, logger=logger, models=models)
+    feedback = []
+    for i in range(n):
+        truth = "churn" if rng.random() < 0.3 else "stay"
+        features = {"tenure_months": 1.0 if truth == "churn" else 0.0, "monthly_charges": 50.0, "support_tickets_30d": 0.0,
+                    "sessions_7d": 3.0, "contract_type": "monthly", "payment_method": "card", "plan": "basic"}  # fmt: skip
+        at = start + timedelta(seconds=2 * i)
+        event = router.predict(features, unit_id=f"u-{seed}-{i}", request_ts=at)
+        feedback.append({"prediction_id": event["prediction_id"], "label": truth, "outcome": None,
+                         "feedback_ts": (at + timedelta(minutes=5)).isoformat(), "source": "test"})  # fmt: skip
+    router.close()
+    land(root, "churn", "feedback", f"labels-{seed}.jsonl", feedback, day=start.date().isoformat(), now=start + timedelta(hours=2))
+    result = ingest(spec, landing_root=str(root), url=url, now=start + timedelta(hours=2))
+    assert result.rows_rejected == 0, [f.reasons for f in result.files]
+
+
+def state(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        allocation = conn.execute(
+            "select experiment_id, champion_version, challenger_version, challenger_share from ops.traffic_allocation"
+        ).fetchone()
+        statuses = conn.execute("select experiment_id, status from ops.experiments order by started_at").fetchall()
+        steps = conn.execute("select step, decision from ops.decisions order by decision_id").fetchall()
+    champion = registry.version_by_alias("churn", "champion")
+    challenger = registry.version_by_alias("churn", "challenger")
+    return {"allocation": allocation, "experiments": statuses, "decisions": steps,
+            "champion": champion.version if champion else None, "challenger": challenger.version if challenger else None}  # fmt: skip
+
+
+def test_a_better_challenger_is_promoted_and_gets_all_traffic(world):
+    url, tmp = world
+    spec = experiment_spec()
+    experiment_id = experiments.start_experiment(url, spec, "1", "2")
+    assert experiments.start_experiment(url, spec, "1", "2") == experiment_id  # idempotent
+    assert state(url)["allocation"] == (experiment_id, "1", "2", 0.5)
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.70, "2": 0.92})
+
+    decision = experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=3))
+
+    assert decision.action == "promote", decision.reason
+    after = state(url)
+    assert after["champion"] == "2" and after["challenger"] is None
+    assert after["allocation"] == (None, "2", None, 0.0)  # 100 % to the new champion
+    assert after["experiments"] == [(experiment_id, "promoted")]
+    assert after["decisions"] == [("allocation", "start"), ("sequential_test", "promote"), ("allocation", "promoted")]
+    with psycopg.connect(url) as conn:
+        evidence = conn.execute("select evidence from ops.decisions where step = 'sequential_test'").fetchone()[0]
+        alerts = conn.execute("select summary from ops.alerts where source = 'promote' order by alert_id").fetchall()
+    step = evidence["evidence"]["steps"][0]
+    assert step["treatment"]["n_labelled"] > 400 and step["control"]["n_labelled"] > 400
+    assert abs(step["treatment"]["successes"] / step["treatment"]["n_labelled"] - 0.92) < 0.05
+    assert [a[0].rsplit(": ", 1)[1] for a in alerts] == ["start", "promote"]
+    assert experiments.step_experiment(url, spec) is None  # nothing runs anymore
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_keeps_everything(world):
+    url, tmp = world
+    spec = experiment_spec()
+    experiment_id = experiments.start_experiment(url, spec, "1", "2")
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.90, "2": 0.60})
+
+    decision = experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=3))
+
+    assert decision.action == "reject", decision.reason
+    after = state(url)
+    assert after["champion"] == "1" and after["challenger"] is None
+    assert after["allocation"] == (None, "1", None, 0.0)
+    assert after["experiments"] == [(experiment_id, "rejected")]
+
+
+def test_a_crash_between_the_alias_and_the_allocation_is_repaired_by_the_next_look(world, monkeypatch):
+    url, tmp = world
+    spec = experiment_spec()
+    experiment_id = experiments.start_experiment(url, spec, "1", "2")
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.70, "2": 0.92})
+    real_finish = experiments._finish
+
+    def die(*args, **kwargs):
+        raise ConnectionError("worker killed after the alias moved")
+
+    monkeypatch.setattr(experiments, "_finish", die)
+    with pytest.raises(ConnectionError):
+        experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=3))
+    broken = state(url)
+    assert broken["champion"] == "2" and broken["allocation"] == (experiment_id, "1", "2", 0.5)  # inconsistent
+    assert broken["experiments"] == [(experiment_id, "running")]
+
+    monkeypatch.setattr(experiments, "_finish", real_finish)
+    assert experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=4)) is None  # repaired, then nothing runs
+    repaired = state(url)
+    assert repaired["champion"] == "2" and repaired["allocation"] == (None, "2", None, 0.0)
+    assert repaired["experiments"] == [(experiment_id, "promoted")]
+
+
+def test_one_experiment_per_model_at_a_time(world):
+    url, _ = world
+    spec = experiment_spec()
+    experiments.start_experiment(url, spec, "1", "2")
+    with pytest.raises(experiments.ExperimentConflict, match="still running"):
+        experiments.start_experiment(url, spec, "1", "3")
+
+
+def test_too_few_labels_continue_at_the_first_canary_step(world):
+    url, tmp = world
+    spec = experiment_spec(min_labelled_per_arm=5000)
+    experiments.start_experiment(url, spec, "1", "2")
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.7, "2": 0.9}, n=300)
+    decision = experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=3))
+    assert decision.action == "continue"
+    assert state(url)["allocation"][3] == 0.5 and state(url)["champion"] == "1"
