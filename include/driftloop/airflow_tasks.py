@@ -166,3 +166,43 @@ def run_retrain(model_name: str, fired: dict[str, Any], run_key: str) -> dict[st
         evidence=fired.get("evidence") or {},
         respect_cooldown=fired.get("trigger") != "manual",
     )
+
+
+def run_offline_gate(model_name: str, run_id: str) -> dict[str, Any]:
+    """The offline gate on the current challenger; the decision is recorded, a failure acted on."""
+    from driftloop import promotion, registry, warehouse
+    from driftloop.spec import get_spec
+
+    url = warehouse.resolve_url(use_airflow=True)
+    challenger = registry.version_by_alias(model_name, registry.CHALLENGER)
+    champion = registry.version_by_alias(model_name, registry.CHAMPION)
+    if challenger is None or champion is None:
+        return {"passed": False, "reason": "no champion or no challenger in the registry", "challenger_version": None}
+    result = promotion.run_offline_gate(url, get_spec(model_name), challenger.version, airflow_run_id=run_id)
+    return {"passed": result.passed, "reason": result.reason, "challenger_version": challenger.version,
+            "champion_version": champion.version}  # fmt: skip
+
+
+def start_experiment(model_name: str, gate: dict[str, Any], run_id: str) -> str:
+    from driftloop import experiments, warehouse
+    from driftloop.spec import get_spec
+
+    return experiments.start_experiment(
+        warehouse.resolve_url(use_airflow=True), get_spec(model_name), gate["champion_version"],
+        gate["challenger_version"], airflow_run_id=run_id,
+    )  # fmt: skip
+
+
+def experiment_look(model_name: str, run_id: str) -> dict[str, Any] | None:
+    """One look at the running experiment: the decision when it ended (promote, reject, halt,
+    inconclusive; or no experiment running anymore), None to keep waiting."""
+    from driftloop import experiments, warehouse
+    from driftloop.spec import get_spec
+
+    decision = experiments.step_experiment(warehouse.resolve_url(use_airflow=True), get_spec(model_name), airflow_run_id=run_id)
+    if decision is None:
+        return {"action": "ended", "reason": "no experiment is running (finished or repaired)"}
+    log.info("experiment look %s: %s (%s)", model_name, decision.action, decision.reason)
+    if decision.action in ("continue", "ramp"):
+        return None
+    return {"action": decision.action, "reason": decision.reason}

@@ -68,3 +68,13 @@ def test_retrain_dag_shape(dagbag):
     assert train.upstream_task_ids == {"wait_for_trigger"}
     assert "reason" in dag.params and dag.params["reason"] is None
     assert dag.max_active_runs == 1
+
+
+def test_promote_dag_shape(dagbag):
+    dag = dagbag.get_dag("promote__churn")
+    assert [t.task_id for t in dag.topological_sort()] == ["offline_gate", "start_experiment", "decide_when_ready"]
+    sensor = dag.get_task("decide_when_ready")
+    online = get_spec("churn").promotion.online
+    assert sensor.mode == "reschedule" and sensor.poke_interval == online.poke_interval.total_seconds()
+    assert sensor.timeout > online.max_duration.total_seconds()
+    assert dag.max_active_runs == 1
