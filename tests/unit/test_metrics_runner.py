@@ -120,8 +120,11 @@ def test_project_parses_with_its_marts_configured(tmp_path):
         "fct_label_coverage",
         "fct_feature_drift",
         "fct_prediction_drift",
+        "fct_experiment",
     }
-    for name in marts:
+    # fct_experiment is small (experiment traffic only) and rebuilt whole; the rest recompute their windows
+    assert models["fct_experiment"]["config"]["materialized"] == "table"
+    for name in marts - {"fct_experiment"}:
         config = models[name]["config"]
         assert (models[name]["schema"], config["materialized"], config["incremental_strategy"]) == (
             "marts",
@@ -132,7 +135,9 @@ def test_project_parses_with_its_marts_configured(tmp_path):
     assert {models[n]["schema"] for n in models if n.startswith("stg_")} == {"staging"}
     assert {models[n]["schema"] for n in models if n.startswith("int_")} == {"intermediate"}
     unit_tests = manifest.get("unit_tests", {})
-    assert {test["model"] for test in unit_tests.values()} >= {"int_labeled_predictions", "fct_model_quality"}
+    assert {test["model"] for test in unit_tests.values()} >= {
+        "int_labeled_predictions", "fct_model_quality", "retrain_signals", "fct_experiment"}  # fmt: skip
+    assert {models[n]["config"]["materialized"] for n in ("model_health", "retrain_signals")} == {"table"}
 
 
 def test_a_broken_project_raises_with_dbt_s_reason(tmp_path):
