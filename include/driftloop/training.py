@@ -328,6 +328,10 @@ def load_training_data(url: str, spec: ModelSpec, start: datetime, end: datetime
     with psycopg.connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
+            # one pass over each side: right after a big load the planner's row estimates can be stale
+            # (autovacuum has not analyzed yet) and a nested loop over a million rows never ends
+            conn.execute("set local enable_nestloop = off")
+            conn.execute("set local work_mem = '256MB'")
             text = query.as_string(conn)
             with conn.cursor().copy(f"copy ({text}) to stdout with (format csv, header)") as copy:
                 for block in copy:
