@@ -18,6 +18,7 @@ files are deterministic and the manifest loads each one once.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -80,6 +81,7 @@ def run_demo(
     os.environ["DRIFTLOOP_LANDING"] = str(root)
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the demo prints its own story
     os.environ.setdefault("DBT_QUIET", "true")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its INFO / pickling notes would drown the story
     local_airflow.configure_environment()
 
     _say(f"== 3. ingest__{model_name} runs (dag.test)")
