@@ -40,7 +40,9 @@ model_specs as (
     select * from {{ ref('stg_ops__model_specs') }}
 ),
 
-feedback as (
+-- read twice by incremental builds: not materialized, so that the lateral label lookup below keeps
+-- using feedback's primary key
+feedback as not materialized (
     select * from {{ ref('stg_raw__feedback') }}
 ),
 
@@ -86,10 +88,15 @@ relabelled_keys as (
     from feedback
     inner join loaded_since
         on feedback.model_name = loaded_since.model_name
-    inner join prediction_keys
-        on
-            feedback.model_name = prediction_keys.model_name
-            and feedback.prediction_id = prediction_keys.prediction_id
+    -- lateral: a primary key probe per new feedback row, not a join with every key
+    cross join lateral (
+        select *
+        from prediction_keys
+        where
+            prediction_keys.model_name = feedback.model_name
+            and prediction_keys.prediction_id = feedback.prediction_id
+        offset 0
+    ) as prediction_keys
     where
         feedback.loaded_at > loaded_since.feedback_since
         -- the same bound for all models, as a constant Postgres can push into the scan (BRIN index)
@@ -113,13 +120,19 @@ new_predictions as (
 relabelled_predictions as (
     select stg_raw__predictions.*
     from relabelled_keys
-    inner join {{ ref('stg_raw__predictions') }} as stg_raw__predictions
-        on
-            relabelled_keys.model_name = stg_raw__predictions.model_name
-            and relabelled_keys.request_ts = stg_raw__predictions.request_ts
-            and relabelled_keys.prediction_id = stg_raw__predictions.prediction_id
     inner join loaded_since
-        on stg_raw__predictions.model_name = loaded_since.model_name
+        on relabelled_keys.model_name = loaded_since.model_name
+    -- lateral: one (model_name, request_ts) index probe per key, in its day's partition only
+    cross join lateral (
+        select *
+        from {{ ref('stg_raw__predictions') }} as stg_raw__predictions
+        where
+            stg_raw__predictions.model_name = relabelled_keys.model_name
+            and stg_raw__predictions.request_ts = relabelled_keys.request_ts
+            and stg_raw__predictions.prediction_id = relabelled_keys.prediction_id
+        -- a fence: otherwise Postgres flattens the lateral into a hash join over every partition
+        offset 0
+    ) as stg_raw__predictions
     -- those loaded since are new_predictions already
     where stg_raw__predictions.loaded_at <= loaded_since.predictions_since
 ),
@@ -310,10 +323,15 @@ compared as (
         end as is_prediction_changed,
         stored.prediction_changed_at as stored_prediction_changed_at
     from computed
-    left join {{ this }} as stored
-        on
-            computed.model_name = stored.model_name
-            and computed.prediction_id = stored.prediction_id
+    -- lateral: a primary key probe per recomputed prediction, never a scan of the whole table
+    left join lateral (
+        select *
+        from {{ this }} as stored
+        where
+            stored.model_name = computed.model_name
+            and stored.prediction_id = computed.prediction_id
+        offset 0
+    ) as stored on true
 ),
 {% endif %}
 

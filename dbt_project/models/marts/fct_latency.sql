@@ -17,8 +17,20 @@ changed_windows as (
 ),
 {% endif %}
 
+-- only the columns it uses: Postgres materializes a CTE read more than once, every column of it
 window_predictions as (
-    select * from windowed
+    select
+        windowed.model_name,
+        windowed.model_version,
+        windowed.variant,
+        windowed.segment,
+        windowed.window_size,
+        windowed.window_start,
+        windowed.window_end,
+        windowed.is_failed,
+        windowed.latency_ms,
+        windowed.prediction_loaded_at
+    from windowed
     {{ in_changed_windows('windowed', incremental) }}
 ),
 
