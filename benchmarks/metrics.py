@@ -29,9 +29,11 @@ DRIFTLOOP_WAREHOUSE_URL is set), migrated, with the churn spec (include/specs/ch
    feedback for older windows; squeezed into that hour if they would take longer), COPYed in the
    same shape with ``loaded_at`` = now().
 4. INCREMENTAL BUILD (measured): ``driftloop.metrics.build(url, as_of=S + 1 h 10 min)``. Like an
-   hourly run in production, it also recomputes the windows of the last files loaded before the
-   full build (at S + 5 min: within dbt's ``loaded_at_lookback`` of 1 hour), and the windows whose
-   label maturity changed with the later as_of.
+   hourly run in production, ``int_labeled_predictions`` also re-reads the last files loaded before
+   the full build (at S + 5 min: within dbt's ``loaded_at_lookback`` of 1 hour), finds those rows
+   unchanged and does not rewrite them; the marts recompute the windows of the rows it did rewrite
+   (the new hour's predictions, the late labels' predictions) and the windows whose label maturity
+   changed with the later as_of.
 
 Prints both wall times, the ratio incremental / full (goal <= 0.10), and per model (marts, views,
 tests) dbt's own execution times from run_results.json for both builds, plus how many windows each

@@ -1,57 +1,33 @@
 {#- The windows an incremental build of a mart recomputes, as (model_name, window_size, window_start,
     window_end):
-      * every window holding a prediction (or, with_feedback, a labelled prediction) loaded since
-        the newest `source_loaded_at` the mart holds for that model, minus var('loaded_at_lookback');
-        a model the mart has never seen is computed whole;
+      * every window holding a prediction whose int_labeled_predictions row changed (a new
+        prediction, or new feedback: with_feedback) since this mart's last successful build (its
+        watermark in ops.watermarks, written by mart_watermark_hook()); without a watermark, every
+        window;
       * with_maturity: every window whose stored is_mature / matures_at is not what it would be
         now (its age crossed expected_label_delay since the last build, or the spec's maturity
         rules changed).
     Recomputing a window is idempotent, so an incremental build equals a full refresh. -#}
 {% macro changed_windows(as_of, with_feedback=true, with_maturity=false) %}
+    {%- set last_build = mart_watermark() %}
+    {%- set changed_column = 'changed_at' if with_feedback else 'prediction_changed_at' %}
     with
 
     model_specs as (
         select * from {{ ref('stg_ops__model_specs') }}
     ),
 
-    watermarks as (
-        select
-            model_name,
-            max(source_loaded_at) - cast('{{ var("loaded_at_lookback") }}' as interval) as loaded_since
-        from {{ this }}
-        group by model_name
-    ),
-
-    -- NULL for a model the mart has never seen: all of its rows count as new
-    loaded_since as (
-        select
-            model_specs.model_name,
-            watermarks.loaded_since
-        from model_specs
-        left join watermarks
-            on model_specs.model_name = watermarks.model_name
-    ),
-
     touched as (
         select distinct
-            loads.model_name,
+            labeled.model_name,
             window_sizes.window_size,
-            {{ window_start('loads.request_ts', 'window_sizes.window_size') }} as window_start
-        from {{ ref('int_prediction_loads') }} as loads
-        inner join loaded_since
-            on loads.model_name = loaded_since.model_name
+            {{ window_start('labeled.request_ts', 'window_sizes.window_size') }} as window_start
+        from {{ ref('int_labeled_predictions') }} as labeled
         inner join model_specs
-            on loads.model_name = model_specs.model_name
+            on labeled.model_name = model_specs.model_name
         cross join lateral jsonb_array_elements_text(model_specs.window_sizes) as window_sizes (window_size)
-        where
-            (loaded_since.loaded_since is null or loads.loaded_at > loaded_since.loaded_since)
-            -- the same bound for all models, as a constant Postgres can push into the scans
-            and loads.loaded_at > (
-                select coalesce(min(coalesce(loaded_since, '-infinity')), 'infinity') from loaded_since
-            )
-            {%- if not with_feedback %}
-            and loads.load_kind = 'prediction'
-            {%- endif %}
+        -- a constant, so that Postgres uses the index on {{ changed_column }}
+        where labeled.{{ changed_column }} > cast('{{ last_build }}' as timestamp with time zone)
     ),
 
     {% if with_maturity %}
@@ -89,6 +65,35 @@
         {{ window_end('window_start', 'window_size') }} as window_end
     from windows
 {% endmacro %}
+
+{#- Where a mart keeps how far it has read int_labeled_predictions: ops.watermarks (a driftloop table,
+    include/sql/migrations/0005_watermarks.sql), one row per mart relation. -#}
+{% macro mart_watermark_name() -%}
+    dbt:{{ this.schema }}.{{ this.identifier }}
+{%- endmacro %}
+
+{#- The start of this mart's last successful build ('-infinity' when it has none: every window is
+    recomputed). Read when the model runs, so the value is a constant in its SQL. -#}
+{% macro mart_watermark() %}
+    {%- if not execute -%}
+        {%- do return('-infinity') -%}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select coalesce(max(value)::text, '-infinity') from ops.watermarks where name = '"
+        ~ mart_watermark_name() ~ "'"
+    ) -%}
+    {%- do return(result.columns[0].values()[0]) -%}
+{% endmacro %}
+
+{#- A mart's post-hook: it has now read every int_labeled_predictions row changed before this dbt
+    invocation started (int_labeled_predictions stamps the rows it changes with the same
+    run_started_at, and runs first). Inside the mart's transaction: it moves only if the mart commits. -#}
+{% macro mart_watermark_hook() -%}
+    insert into ops.watermarks (name, value)
+    values ('{{ mart_watermark_name() }}', cast('{{ run_started_at.isoformat() }}' as timestamp with time zone))
+    on conflict (name) do update
+        set value = greatest(ops.watermarks.value, excluded.value), updated_at = now()
+{%- endmacro %}
 
 {#- A filter keeping the rows of `relation` (windowed predictions) in the windows to recompute; no
     filter when not `incremental` (the model passes is_incremental() itself, so that unit tests can

@@ -342,6 +342,8 @@ class Built:
     dumps: list[dict[str, list[dict]]] = field(default_factory=list)
     rewritten: dict[str, set[tuple]] = field(default_factory=dict)  # mart -> windows build 2 rewrote
     touched_by_late_feedback: set[tuple] = field(default_factory=set)
+    late_labelled: set[tuple] = field(default_factory=set)  # (model_name, prediction_id) with late feedback
+    int_rewritten: set[tuple] = field(default_factory=set)  # int_labeled_predictions rows build 2 wrote
     landed: dict[str, int] = field(default_factory=dict)
     first_build: object = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -397,11 +399,31 @@ def built(admin_url, tmp_path_factory) -> Built:
                 (loaded_before,),
             ).fetchall()
         result.touched_by_late_feedback = set(touched)
+        with psycopg.connect(url) as conn:
+            result.late_labelled = set(
+                conn.execute(
+                    "select distinct model_name, prediction_id from raw.feedback where loaded_at > %s",
+                    (loaded_before,),
+                ).fetchall()
+            )
+            int_before = {
+                row[0] for row in conn.execute("select xmin::text from intermediate.int_labeled_predictions")
+            }
 
+        # the default loaded_at_lookback (1 hour): every row loaded so far is found again, and only the
+        # predictions whose label changed may be rewritten
         started = time.perf_counter()
-        metrics.build(url, as_of=AS_OF_2, vars={"loaded_at_lookback": "0 seconds"}, **dbt_dirs)
+        metrics.build(url, as_of=AS_OF_2, **dbt_dirs)
         result.seconds["build 2 (incremental)"] = time.perf_counter() - started
         result.dumps.append(dump(url))
+        with psycopg.connect(url) as conn:
+            result.int_rewritten = {
+                (model_name, prediction_id)
+                for model_name, prediction_id, version in conn.execute(
+                    "select model_name, prediction_id, xmin::text from intermediate.int_labeled_predictions"
+                )
+                if version not in int_before
+            }
         after = row_versions(url)
         old_versions = {mart: {row[-1] for row in rows} for mart, rows in before.items()}
         result.rewritten = {
@@ -457,6 +479,13 @@ def test_late_feedback_changed_old_windows(built):
     assert len(first) == len(final)
     changed = {_window_key(a) for a, b in zip(first, final, strict=True) if a != b}
     assert touched <= changed
+
+
+def test_incremental_build_rewrote_exactly_the_relabelled_predictions(built):
+    # GIVEN late feedback (new labels and corrections); the lookback found every prediction again
+    assert built.late_labelled
+    # THEN int_labeled_predictions rewrote exactly the predictions it labels, nothing unchanged
+    assert built.int_rewritten == built.late_labelled
 
 
 def test_incremental_build_rewrote_exactly_the_touched_windows(built):

@@ -42,7 +42,8 @@ windowed as (
 
         ---------- lineage
         labeled_predictions.prediction_loaded_at,
-        labeled_predictions.loaded_at
+        labeled_predictions.loaded_at,
+        labeled_predictions.changed_at
 
     from labeled_predictions
     -- every window size the spec asks for ...
@@ -83,7 +84,8 @@ final as (
         classes,
         positive_class,
         prediction_loaded_at,
-        loaded_at
+        loaded_at,
+        changed_at
 
     from windowed
 )

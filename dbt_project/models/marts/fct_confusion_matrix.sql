@@ -1,4 +1,5 @@
--- depends_on: {{ ref('int_prediction_loads') }}
+-- depends_on: {{ ref('int_labeled_predictions') }}
+{{ config(post_hook=["{{ mart_watermark_hook() }}"]) }}
 {%- set as_of = as_of_timestamp(var('as_of', none)) %}
 {%- set incremental = is_incremental() %}
 {%- set grain = ['model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start'] %}
@@ -19,8 +20,22 @@ changed_windows as (
 ),
 {% endif %}
 
+-- only the columns it uses: Postgres materializes a CTE read more than once, every column of it
 window_predictions as (
-    select * from windowed
+    select
+        windowed.model_name,
+        windowed.model_version,
+        windowed.variant,
+        windowed.segment,
+        windowed.window_size,
+        windowed.window_start,
+        windowed.window_end,
+        windowed.is_failed,
+        windowed.is_labelled,
+        windowed.predicted_class,
+        windowed.label,
+        windowed.loaded_at
+    from windowed
     {{ in_changed_windows('windowed', incremental) }}
 ),
 
