@@ -99,3 +99,13 @@ def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
+@pytest.fixture
+def mlflow_store(tmp_path):
+    """A fresh MLflow store (SQLite + artifacts) in the test's tmp folder, as MLFLOW_TRACKING_URI."""
+    from training_data import restore_mlflow_store, use_mlflow_store
+
+    previous = use_mlflow_store(tmp_path / "mlflow")
+    yield tmp_path / "mlflow"
+    restore_mlflow_store(previous)

@@ -18,7 +18,6 @@ converges whatever step died.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +32,7 @@ from driftloop.decision import (
     SequentialState,
     decide,
 )
+from driftloop.promotion import record_decision
 from driftloop.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,6 @@ class ExperimentConflict(RuntimeError):
 
 def _lock(conn, model_name: str) -> None:
     conn.execute("select pg_advisory_xact_lock(hashtext('driftloop.experiment:' || %s))", (model_name,))
-
-
-def _decision(conn, model_name: str, experiment_id: str | None, step: str, decision: str, reason: str,
-              evidence: dict[str, Any], airflow_run_id: str | None) -> None:  # fmt: skip
-    conn.execute(
-        "insert into ops.decisions (model_name, experiment_id, step, decision, reason, evidence, airflow_run_id) "
-        "values (%s, %s, %s, %s, %s, %s::jsonb, %s)",
-        (model_name, experiment_id, step, decision, reason, json.dumps(evidence, default=str), airflow_run_id),
-    )
 
 
 def _notify(conn, spec: ModelSpec, experiment_id: str, action: str, reason: str) -> None:
@@ -98,7 +89,8 @@ def start_experiment(url: str, spec: ModelSpec, champion_version: str, challenge
         )
         _set_allocation(conn, spec.name, experiment_id, champion_version, challenger_version, share)
         reason = f"canary: version {challenger_version} gets {share:.0%} of the units, version {champion_version} the rest"
-        _decision(conn, spec.name, experiment_id, "allocation", "start", reason, {"treatment_share": share}, airflow_run_id)
+        record_decision(conn, spec.name, experiment_id=experiment_id, step="allocation", decision="start", reason=reason,
+                        evidence={"treatment_share": share}, airflow_run_id=airflow_run_id)  # fmt: skip
         _notify(conn, spec, experiment_id, "start", reason)
     return experiment_id
 
@@ -197,23 +189,10 @@ def _finish(conn, spec: ModelSpec, experiment: dict[str, Any], action: str, cham
         "update ops.experiments set status = %s, ended_at = now() where experiment_id = %s and status = 'running'",
         (TERMINAL[action], experiment["experiment_id"]),
     )
-    _decision(conn, spec.name, experiment["experiment_id"], "allocation", TERMINAL[action], reason,
-              {"champion_version": champion, "treatment_share": 0.0}, airflow_run_id)  # fmt: skip
+    record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="allocation", decision=TERMINAL[action],
+                    reason=reason, evidence={"champion_version": champion, "treatment_share": 0.0},
+                    airflow_run_id=airflow_run_id)  # fmt: skip
     _notify(conn, spec, experiment["experiment_id"], action, reason)
-
-
-def _drop_challenger_alias(url: str, spec: ModelSpec, version: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    current = registry.version_by_alias(spec.name, registry.CHALLENGER)
-    if current is not None and current.version == str(version):
-        try:
-            registry.client().delete_registered_model_alias(spec.name, registry.CHALLENGER)
-        except MlflowException:
-            pass
-    with warehouse.connect(url) as conn, conn.transaction():
-        conn.execute("delete from ops.model_aliases where model_name = %s and alias = 'challenger' and model_version = %s",
-                     (spec.name, str(version)))  # fmt: skip
 
 
 def _complete_promotion(url: str, spec: ModelSpec, experiment: dict[str, Any], reason: str, airflow_run_id: str | None) -> None:
@@ -221,7 +200,7 @@ def _complete_promotion(url: str, spec: ModelSpec, experiment: dict[str, Any], r
     with warehouse.connect(url) as conn, conn.transaction():
         _lock(conn, spec.name)
         _finish(conn, spec, experiment, "promote", experiment["challenger_version"], reason, airflow_run_id)
-    _drop_challenger_alias(url, spec, experiment["challenger_version"])
+    registry.remove_alias(url, spec.name, registry.CHALLENGER, experiment["challenger_version"])
 
 
 def reconcile(url: str, spec: ModelSpec, airflow_run_id: str | None = None) -> str | None:
@@ -263,18 +242,20 @@ def step_experiment(url: str | None, spec: ModelSpec, *, as_of: datetime | None 
                            "steps": [dataclasses.asdict(step) for step in evidence.steps]}}  # fmt: skip
     with warehouse.connect(url) as conn, conn.transaction():
         _lock(conn, spec.name)
-        _decision(conn, spec.name, experiment["experiment_id"], "sequential_test", decision.action, decision.reason,
-                  record, airflow_run_id)  # fmt: skip
+        record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="sequential_test",
+                        decision=decision.action, reason=decision.reason, evidence=record,
+                        airflow_run_id=airflow_run_id)  # fmt: skip
         if decision.action == "ramp":
             _set_allocation(conn, spec.name, experiment["experiment_id"], experiment["champion_version"],
                             experiment["challenger_version"], decision.next_allocation)  # fmt: skip
-            _decision(conn, spec.name, experiment["experiment_id"], "allocation", "ramp", decision.reason,
-                      {"treatment_share": decision.next_allocation}, airflow_run_id)  # fmt: skip
+            record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="allocation", decision="ramp",
+                            reason=decision.reason, evidence={"treatment_share": decision.next_allocation},
+                            airflow_run_id=airflow_run_id)  # fmt: skip
             _notify(conn, spec, experiment["experiment_id"], f"ramp to {decision.next_allocation:.0%}", decision.reason)
         elif decision.action in ("reject", "halt", "inconclusive"):
             _finish(conn, spec, experiment, decision.action, experiment["champion_version"], decision.reason, airflow_run_id)
     if decision.action == "promote":
         _complete_promotion(url, spec, experiment, decision.reason, airflow_run_id)
     elif decision.action in ("reject", "halt", "inconclusive"):
-        _drop_challenger_alias(url, spec, experiment["challenger_version"])
+        registry.remove_alias(url, spec.name, registry.CHALLENGER, experiment["challenger_version"])
     return decision

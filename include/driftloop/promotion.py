@@ -156,19 +156,14 @@ def evaluate_gate(
 # Against the registry and the warehouse
 
 
-def record_decision(url: str, model_name: str, *, step: str, decision: str, reason: str,
-                    evidence: Mapping[str, Any], experiment_id: str | None = None,
-                    airflow_run_id: str | None = None) -> int:  # fmt: skip
-    """Append to ops.decisions, the audit trail; returns the decision id."""
-    with warehouse.connect(url) as conn, conn.transaction():
-        (decision_id,) = conn.execute(
-            """
-            insert into ops.decisions (model_name, experiment_id, step, decision, reason, evidence, airflow_run_id)
-            values (%s, %s, %s, %s, %s, %s::jsonb, %s) returning decision_id
-            """,
-            (model_name, experiment_id, step, decision, reason, json.dumps(evidence, default=str), airflow_run_id),
-        ).fetchone()
-    return decision_id
+def record_decision(conn, model_name: str, *, step: str, decision: str, reason: str, evidence: Mapping[str, Any],
+                    experiment_id: str | None = None, airflow_run_id: str | None = None) -> None:  # fmt: skip
+    """Append to ops.decisions, the audit trail, in the caller's transaction."""
+    conn.execute(
+        "insert into ops.decisions (model_name, experiment_id, step, decision, reason, evidence, airflow_run_id) "
+        "values (%s, %s, %s, %s, %s, %s::jsonb, %s)",
+        (model_name, experiment_id, step, decision, reason, json.dumps(evidence, default=str), airflow_run_id),
+    )
 
 
 def _importance(url: str, model_name: str, version: str) -> dict[str, float] | None:
@@ -181,37 +176,13 @@ def _importance(url: str, model_name: str, version: str) -> dict[str, float] | N
     return row[0] if row else None
 
 
-def _ms_per_row(model: Any, features, repeats: int = 3) -> float:
-    import time
-
-    sample = features.iloc[: min(len(features), 5000)]
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.predict(sample)
-        best = min(best, time.perf_counter() - started)
-    return best * 1000 / max(len(sample), 1)
-
-
 def reject_challenger(url: str, spec: ModelSpec, version: str, reason: str) -> None:
-    """Remove the ``challenger`` alias if it points at ``version`` (registry and mirror), tag the version
-    rejected with the reason. Idempotent."""
-    from mlflow.exceptions import MlflowException
-
+    """Tag the version rejected with the reason and remove the ``challenger`` alias if it points at it.
+    Idempotent."""
     client = registry.client()
     client.set_model_version_tag(spec.name, version, "driftloop.status", "rejected")
     client.set_model_version_tag(spec.name, version, "driftloop.rejected_because", reason[:4000])
-    current = registry.version_by_alias(spec.name, registry.CHALLENGER)
-    if current is not None and current.version == str(version):
-        try:
-            client.delete_registered_model_alias(spec.name, registry.CHALLENGER)
-        except MlflowException:  # removed meanwhile
-            pass
-    with warehouse.connect(url) as conn, conn.transaction():
-        conn.execute(
-            "delete from ops.model_aliases where model_name = %s and alias = %s and model_version = %s",
-            (spec.name, registry.CHALLENGER, str(version)),
-        )
+    registry.remove_alias(url, spec.name, registry.CHALLENGER, str(version))
 
 
 def run_offline_gate(url: str | None, spec: ModelSpec, challenger_version: str | None = None,
@@ -221,7 +192,7 @@ def run_offline_gate(url: str | None, spec: ModelSpec, challenger_version: str |
     import pandas as pd
 
     from driftloop.alerts import enqueue_alert
-    from driftloop.training import encode_labels
+    from driftloop.training import encode_labels, ms_per_row
 
     url = warehouse.resolve_url(url)
     client = registry.client()
@@ -245,16 +216,17 @@ def run_offline_gate(url: str | None, spec: ModelSpec, challenger_version: str |
         segments=holdout["segment"].tolist(),
         champion_probabilities=champion_model.predict(features)[classes].to_numpy(dtype=float),
         challenger_probabilities=challenger_model.predict(features)[classes].to_numpy(dtype=float),
-        champion_ms_per_row=_ms_per_row(champion_model, features),
-        challenger_ms_per_row=_ms_per_row(challenger_model, features),
+        champion_ms_per_row=ms_per_row(champion_model.predict, features, rows=5000),
+        challenger_ms_per_row=ms_per_row(challenger_model.predict, features, rows=5000),
         champion_importance=_importance(url, spec.name, champion.version),
         challenger_importance=_importance(url, spec.name, challenger.version),
     )  # fmt: skip
     evidence = {**result.as_dict(), "champion_version": champion.version, "challenger_version": challenger.version,
                 "holdout_rows": len(holdout), "holdout_start": holdout["request_ts"].min(),
                 "holdout_end": holdout["request_ts"].max(), "policy": spec.promotion.offline_gate.model_dump()}  # fmt: skip
-    record_decision(url, spec.name, step="offline_gate", decision="pass" if result.passed else "fail",
-                    reason=result.reason, evidence=evidence, airflow_run_id=airflow_run_id)  # fmt: skip
+    with warehouse.connect(url) as conn, conn.transaction():
+        record_decision(conn, spec.name, step="offline_gate", decision="pass" if result.passed else "fail",
+                        reason=result.reason, evidence=evidence, airflow_run_id=airflow_run_id)  # fmt: skip
     if not result.passed:
         reject_challenger(url, spec, challenger.version, result.reason)
         with warehouse.connect(url) as conn, conn.transaction():

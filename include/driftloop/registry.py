@@ -157,6 +157,25 @@ def set_alias(url: str, model_name: str, alias: str, version: str, retrain_run_i
         )
 
 
+def remove_alias(url: str, model_name: str, alias: str, version: str) -> None:
+    """Remove ``alias`` if it still points at ``version`` (registry, then ops.model_aliases). Idempotent."""
+    from mlflow.exceptions import MlflowException
+
+    from driftloop import warehouse
+
+    current = version_by_alias(model_name, alias)
+    if current is not None and current.version == str(version):
+        try:
+            client().delete_registered_model_alias(model_name, alias)
+        except MlflowException:  # removed meanwhile
+            pass
+    with warehouse.connect(url) as conn, conn.transaction():
+        conn.execute(
+            "delete from ops.model_aliases where model_name = %s and alias = %s and model_version = %s",
+            (model_name, alias, str(version)),
+        )
+
+
 def load_model(model_name: str, alias: str):
     """The pyfunc model behind ``models:/<name>@<alias>``."""
     client()

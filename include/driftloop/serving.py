@@ -209,7 +209,8 @@ class Router:
         import pandas as pd
 
         variant, version, experiment_id = self.route(unit_id)
-        row = pd.DataFrame([{name: features.get(name) for name in self._features}])
+        values = {name: features.get(name) for name in self._features}
+        row = pd.DataFrame([values])
         started = time.perf_counter()
         error = None
         try:
@@ -217,7 +218,7 @@ class Router:
         except Exception as exc:  # a failed request is logged as such (and counts in the error rate)
             output, error = None, f"{type(exc).__name__}: {exc}"[:500]
         latency_ms = (time.perf_counter() - started) * 1000.0
-        event = self._event(features, unit_id, segment, prediction_id, request_ts, variant, version,
+        event = self._event(values, unit_id, segment, prediction_id, request_ts, variant, version,
                             experiment_id, latency_ms, output, error)  # fmt: skip
         self.logger.write(event)
         return event
@@ -234,7 +235,7 @@ class Router:
             "unit_id": unit_id,
             "request_ts": stamp.isoformat(timespec="milliseconds"),
             "latency_ms": round(latency_ms, 3),
-            "features": {name: features.get(name) for name in self._features},
+            "features": features,
             "prediction": None,
             "scores": None,
             "segment": segment,

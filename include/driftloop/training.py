@@ -445,12 +445,13 @@ class TrainingOutcome:
     n_original: int = 0  # the champion's own training rows mixed into the training split
 
 
-def _latency_ms_per_row(model: TrainedModel, features: pd.DataFrame, repeats: int = 3) -> float:
-    sample = features.iloc[: min(len(features), 10_000)]
+def ms_per_row(predict: Callable[[pd.DataFrame], Any], features: pd.DataFrame, repeats: int = 3, rows: int = 10_000) -> float:
+    """Prediction time per row: the best of ``repeats`` timed calls on the first ``rows`` rows."""
+    sample = features.iloc[: min(len(features), rows)]
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        model.predict_proba(sample)
+        predict(sample)
         best = min(best, time.perf_counter() - started)
     return best * 1000 / max(len(sample), 1)
 
@@ -544,7 +545,7 @@ def train_candidates(
         candidate.validation = quality_metrics(spec, y_valid, model.predict_proba(split.validation[names]))
         candidate.holdout_probabilities = model.predict_proba(split.holdout[names])
         candidate.holdout = quality_metrics(spec, y_hold, candidate.holdout_probabilities)
-        candidate.latency_ms_per_row = _latency_ms_per_row(model, split.holdout[names])
+        candidate.latency_ms_per_row = ms_per_row(model.predict_proba, split.holdout[names])
         if model.booster is not None:
             candidate.params = {"best_iteration": int(model.estimator.best_iteration_ or model.estimator.n_estimators)}
         results.append(candidate)

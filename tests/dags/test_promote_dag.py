@@ -7,16 +7,9 @@ import psycopg
 import pytest
 
 from driftloop import registry, retrain
-from training_data import NOW, fast_spec, restore_mlflow_store, sync, use_mlflow_store
+from training_data import NOW, fast_spec, sync
 
 pytestmark = pytest.mark.dags
-
-
-@pytest.fixture
-def mlflow_store(tmp_path):
-    previous = use_mlflow_store(tmp_path / "mlflow")
-    yield
-    restore_mlflow_store(previous)
 
 
 def test_a_challenger_that_fails_the_offline_gate_never_gets_traffic(dagbag, warehouse_url, monkeypatch, mlflow_store):

@@ -12,20 +12,11 @@ from training_data import (
     TRAFFIC_START,
     fast_spec,
     load_traffic,
-    restore_mlflow_store,
     sync,
     traffic,
-    use_mlflow_store,
 )
 
 pytestmark = pytest.mark.dags
-
-
-@pytest.fixture
-def mlflow_store(tmp_path):
-    previous = use_mlflow_store(tmp_path / "mlflow")
-    yield
-    restore_mlflow_store(previous)
 
 
 def test_manual_retrain_registers_a_challenger(dagbag, warehouse_url, tmp_path, monkeypatch, mlflow_store):
