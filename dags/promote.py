@@ -1,28 +1,34 @@
-"""promote__<model>: a new challenger faces the offline gate, then live traffic, then a decision.
+"""promote__<model>: a new challenger faces the offline gate, then live traffic, then a decision, then
+a watch of the new champion.
 
 Runs on the model's challenger Asset (emitted by retrain__<model>). offline_gate scores champion and
 challenger on the challenger's holdout (spec promotion.offline_gate); a failure removes the
 challenger alias and ends the run (the rest is skipped). start_experiment opens the experiment and
-gives the challenger the first canary share in ops.traffic_allocation (what the serving router
-reads). decide_when_ready looks every promotion.online.poke_interval in reschedule mode (no worker
-slot held between looks): each look gathers the evidence, decides with the always-valid test
-(driftloop.decision), records it and applies ramps; it finishes on promote (alias champion moves,
-100 % to it), reject, halt (sample-ratio mismatch) or inconclusive (max duration). Every step is in
-ops.decisions and the alert outbox.
-Wiring only: the work is driftloop.promotion and driftloop.experiments (include/driftloop/airflow_tasks.py).
+gives the challenger its first share in ops.traffic_allocation (what the serving router reads):
+a canary ramp, or Thompson sampling / epsilon-greedy (promotion.online.strategy). decide_when_ready is
+a deferrable sensor: it looks, then waits in the triggerer until promotion.online.poke_interval has
+passed and new predictions or labels were loaded; each look decides with the always-valid test
+(driftloop.decision), records it and applies ramps / reallocations; it finishes on promote (alias
+champion moves, 100 % to it), reject, halt (sample-ratio mismatch) or inconclusive (max duration).
+watch_new_champion then looks at a promoted champion the same way for promotion.watch.window and
+rolls it back when it degrades (skipped when nothing was promoted). Every step is in ops.decisions
+and the alert outbox.
+Wiring only: the work is driftloop.promotion and driftloop.experiments (include/driftloop/airflow_tasks.py,
+include/driftloop/airflow_sensors.py).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
+from driftloop.airflow_sensors import ExperimentLookSensor
 from driftloop.airflow_tasks import dag_defaults
 from driftloop.assets import challenger_asset
 from driftloop.spec import ModelSpec, load_specs
 
 
 def build_promote_dag(spec: ModelSpec):
-    online = spec.promotion.online
+    online, watch = spec.promotion.online, spec.promotion.watch
 
     @dag(
         dag_id=f"promote__{spec.name}",
@@ -50,20 +56,16 @@ def build_promote_dag(spec: ModelSpec):
 
             return start(spec.name, gate, run_id or "manual")
 
-        @task.sensor(
-            mode="reschedule",
-            poke_interval=online.poke_interval.total_seconds(),
-            timeout=(online.max_duration + online.poke_interval * 2).total_seconds(),
-        )
-        def decide_when_ready(experiment_id: str, run_id: str | None = None):
-            from airflow.sdk import PokeReturnValue
+        decide_when_ready = ExperimentLookSensor(
+            task_id="decide_when_ready", model_name=spec.name, phase="experiment",
+            poke_interval=online.poke_interval, deadline_grace=online.poke_interval * 2,
+        )  # fmt: skip
+        watch_new_champion = ExperimentLookSensor(
+            task_id="watch_new_champion", model_name=spec.name, phase="watch",
+            poke_interval=watch.poke_interval, deadline_grace=watch.poke_interval * 2,
+        )  # fmt: skip
 
-            from driftloop.airflow_tasks import experiment_look
-
-            ended = experiment_look(spec.name, run_id or "manual")
-            return PokeReturnValue(is_done=ended is not None, xcom_value={"experiment_id": experiment_id, **(ended or {})})
-
-        decide_when_ready(start_experiment(offline_gate()))
+        start_experiment(offline_gate()) >> decide_when_ready >> watch_new_champion
 
     return promote_dag()
 

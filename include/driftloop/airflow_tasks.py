@@ -193,16 +193,47 @@ def start_experiment(model_name: str, gate: dict[str, Any], run_id: str) -> str:
     )  # fmt: skip
 
 
-def experiment_look(model_name: str, run_id: str) -> dict[str, Any] | None:
-    """One look at the running experiment: the decision when it ended (promote, reject, halt,
-    inconclusive; or no experiment running anymore), None to keep waiting."""
+def experiment_look(model_name: str, run_id: str) -> dict[str, Any]:
+    """One look at the running experiment. ``done`` when it ended (promote, reject, halt, inconclusive;
+    or no experiment runs anymore); otherwise what the sensor needs to wait for the next look."""
+    from datetime import UTC, datetime
+
     from driftloop import experiments, warehouse
     from driftloop.spec import get_spec
 
-    decision = experiments.step_experiment(warehouse.resolve_url(use_airflow=True), get_spec(model_name), airflow_run_id=run_id)
+    spec = get_spec(model_name)
+    url = warehouse.resolve_url(use_airflow=True)
+    as_of = datetime.now(UTC)
+    decision = experiments.step_experiment(url, spec, as_of=as_of, airflow_run_id=run_id)
     if decision is None:
-        return {"action": "ended", "reason": "no experiment is running (finished or repaired)"}
+        return {"done": True, "action": "ended", "reason": "no experiment is running (finished or repaired)"}
     log.info("experiment look %s: %s (%s)", model_name, decision.action, decision.reason)
-    if decision.action in ("continue", "ramp"):
-        return None
-    return {"action": decision.action, "reason": decision.reason}
+    if decision.action not in ("continue", "ramp", "reallocate"):
+        return {"done": True, "action": decision.action, "reason": decision.reason}
+    experiment = experiments.running_experiment(url, model_name)
+    return {"done": False, "action": decision.action, "reason": decision.reason, "as_of": as_of.isoformat(),
+            "experiment_id": experiment["experiment_id"],
+            "deadline": (experiment["started_at"] + spec.promotion.online.max_duration).isoformat()}  # fmt: skip
+
+
+def watch_look(model_name: str, run_id: str) -> dict[str, Any]:
+    """One look at a freshly promoted champion. ``skip`` when nothing is watched (the experiment did not
+    promote, or the watch is off); ``done`` when the watch ended (kept or rolled back)."""
+    from datetime import UTC, datetime
+
+    from driftloop import experiments, warehouse
+    from driftloop.spec import get_spec
+
+    spec = get_spec(model_name)
+    url = warehouse.resolve_url(use_airflow=True)
+    if experiments.watching_experiment(url, model_name) is None:
+        return {"skip": True, "reason": "no promoted champion is being watched"}
+    as_of = datetime.now(UTC)
+    decision = experiments.step_watch(url, spec, as_of=as_of, airflow_run_id=run_id)
+    watched = experiments.watching_experiment(url, model_name)
+    if decision is None or watched is None:
+        return {"done": True, "action": decision.action if decision else "ended",
+                "reason": decision.reason if decision else "the watch ended"}  # fmt: skip
+    log.info("watch look %s: %s (%s)", model_name, decision.action, decision.reason)
+    return {"done": False, "action": decision.action, "reason": decision.reason, "as_of": as_of.isoformat(),
+            "experiment_id": watched["experiment_id"], "deadline": watched["watch_ends_at"].isoformat()}  # fmt: skip

@@ -81,7 +81,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import optimize, special, stats
 
-Action = Literal["continue", "ramp", "promote", "reject", "halt", "inconclusive"]
+Action = Literal["continue", "ramp", "reallocate", "promote", "reject", "halt", "inconclusive", "rollback", "keep"]
+Strategy = Literal["canary", "thompson", "epsilon_greedy"]
 
 # Rules in order of precedence: the first that holds decides (np.select in _evaluate_looks).
 RULES: tuple[tuple[str, Action], ...] = (
@@ -92,6 +93,7 @@ RULES: tuple[tuple[str, Action], ...] = (
     ("futility", "reject"),
     ("max_duration", "inconclusive"),
     ("ramp", "ramp"),
+    ("reallocate", "reallocate"),
     ("no_conclusion_yet", "continue"),
 )
 RULE_NAMES = tuple(name for name, _ in RULES)
@@ -199,6 +201,12 @@ class Policy:
     minimum_detectable_effect: float | None = None  # enables the futility rule
     ramp_steps: tuple[float, ...] = (0.10, 0.25, 0.50)
     min_treatment_assigned_per_step: int = 1000  # hold each ramp step at least this long
+    # canary: the ramp above; thompson / epsilon_greedy: start at ramp_steps[0], then reallocate (bandit_share)
+    strategy: Strategy = "canary"
+    epsilon: float = 0.10  # epsilon-greedy: the share explored evenly
+    bandit_min_share: float = 0.05  # a bandit never starves an arm of the evidence the test needs
+    bandit_max_share: float = 0.90
+    min_share_change: float = 0.05  # smaller changes than this keep the current allocation (fewer steps)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
@@ -211,9 +219,24 @@ class Policy:
             raise ValueError("min_treatment_assigned_per_step must be >= min_assigned_for_guardrails")
         if self.minimum_detectable_effect is not None and not self.minimum_detectable_effect > 0:
             raise ValueError(f"minimum_detectable_effect must be > 0, got {self.minimum_detectable_effect}")
+        if self.strategy not in ("canary", "thompson", "epsilon_greedy"):
+            raise ValueError(f"strategy must be canary, thompson or epsilon_greedy, got {self.strategy!r}")
+        if not 0 < self.bandit_min_share < self.bandit_max_share < 1 or not 0 < self.epsilon < 1:
+            raise ValueError(
+                "expected 0 < bandit_min_share < bandit_max_share < 1 and 0 < epsilon < 1, got "
+                f"{self.bandit_min_share}, {self.bandit_max_share}, {self.epsilon}"
+            )
+        if not 0 < self.min_share_change < 1:
+            raise ValueError(f"min_share_change must be in (0, 1), got {self.min_share_change}")
+
+    @property
+    def is_bandit(self) -> bool:
+        return self.strategy != "canary"
 
     def next_ramp_share(self, treatment_share: float) -> float | None:
-        """The ramp step after ``treatment_share``, or None at the last step or off the ramp (bandits)."""
+        """The ramp step after ``treatment_share``, or None at the last step, off the ramp, or for a bandit."""
+        if self.is_bandit:
+            return None
         for step, next_step in zip(self.ramp_steps, self.ramp_steps[1:], strict=False):
             if math.isclose(step, treatment_share):
                 return next_step
@@ -269,26 +292,33 @@ def difference_in_rates(
     labelled_treatment: np.ndarray,
     successes_treatment: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Treatment minus control success rate and its variance, within steps, inverse-variance weighted.
+    """Treatment minus control success rate and its variance, within steps, combined across steps.
 
-    With one step this is the plain difference of proportions with the unpooled variance. Steps where an
-    arm has no labels or the variance is 0 carry no weight; with no usable step both results are NaN.
+    With one step this is the plain difference of proportions with the unpooled variance. Across steps the
+    weights are the inverse of each step's *pooled* variance, p (1 - p) (1 / n_c + 1 / n_t) with p both
+    arms' rate in the step: under the null it does not depend on which arm did better, whereas weights
+    from the unpooled variance favour steps where the small arm did well and bias the combination (with
+    an epsilon-greedy allocation, A/A false promotions rose to a third). The variance of the combination
+    uses the unpooled step variances. Steps where an arm has no labels or the variance is 0 carry no
+    weight; with no usable step both results are NaN.
     """
     n_control = np.asarray(labelled_control, dtype=float)
     n_treatment = np.asarray(labelled_treatment, dtype=float)
+    s_control = np.asarray(successes_control, dtype=float)
+    s_treatment = np.asarray(successes_treatment, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate_control = np.asarray(successes_control, dtype=float) / n_control
-        rate_treatment = np.asarray(successes_treatment, dtype=float) / n_treatment
-        step_variance = (
-            rate_control * (1 - rate_control) / n_control
-            + rate_treatment * (1 - rate_treatment) / n_treatment
-        )
-        usable = (n_control > 0) & (n_treatment > 0) & (step_variance > 0)
-        weight = np.where(usable, 1.0 / step_variance, 0.0)
+        rate_control = s_control / n_control
+        rate_treatment = s_treatment / n_treatment
+        pooled_rate = (s_control + s_treatment) / (n_control + n_treatment)
+        pooled_variance = pooled_rate * (1 - pooled_rate) * (1 / n_control + 1 / n_treatment)
+        step_variance = rate_control * (1 - rate_control) / n_control + rate_treatment * (1 - rate_treatment) / n_treatment
+        usable = (n_control > 0) & (n_treatment > 0) & (pooled_variance > 0) & (step_variance > 0)
+        weight = np.where(usable, 1.0 / pooled_variance, 0.0)
         total_weight = weight.sum(axis=-1)
         weighted_difference = (weight * np.where(usable, rate_treatment - rate_control, 0.0)).sum(axis=-1)
         difference = np.where(total_weight > 0, weighted_difference / total_weight, np.nan)
-        variance = np.where(total_weight > 0, 1.0 / total_weight, np.nan)
+        weighted_variance = (weight**2 * np.where(usable, step_variance, 0.0)).sum(axis=-1)
+        variance = np.where(total_weight > 0, weighted_variance / total_weight**2, np.nan)
     return difference, variance
 
 
@@ -342,6 +372,42 @@ def always_valid_half_width(variance: float, mixing_sd: float, alpha: float) -> 
     )
 
 
+def bandit_share(
+    labelled_control: np.ndarray,
+    successes_control: np.ndarray,
+    labelled_treatment: np.ndarray,
+    successes_treatment: np.ndarray,
+    policy: Policy,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The treatment's next share under the policy's bandit strategy, and the posterior probability that
+    the treatment is better, from each arm's labelled counts (summed over steps).
+
+    Posteriors are Beta(1 + successes, 1 + failures), compared through their normal approximation, so the
+    result is deterministic. Thompson sampling gives the treatment the probability that it is the better
+    arm (randomized probability matching, Scott, "A modern Bayesian look at the multi-armed bandit",
+    Applied Stochastic Models in Business and Industry 26, 2010: hashing units against that share is
+    Thompson sampling batched per look). Epsilon-greedy gives the leader 1 - epsilon / 2. Both are
+    clipped to [bandit_min_share, bandit_max_share]. The allocation depends on past data only, which
+    keeps the sequential test valid (module docstring).
+    """
+    def posterior(labelled: np.ndarray, successes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of Beta(1 + successes, 1 + failures)."""
+        a = 1 + np.asarray(successes, dtype=float)
+        b = 1 + np.asarray(labelled, dtype=float) - np.asarray(successes, dtype=float)
+        return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+
+    mean_control, variance_control = posterior(labelled_control, successes_control)
+    mean_treatment, variance_treatment = posterior(labelled_treatment, successes_treatment)
+    p_treatment_better = stats.norm.cdf((mean_treatment - mean_control) / np.sqrt(variance_control + variance_treatment))
+    if policy.strategy == "thompson":
+        share = p_treatment_better
+    elif policy.strategy == "epsilon_greedy":
+        share = np.where(mean_treatment > mean_control, 1 - policy.epsilon / 2, policy.epsilon / 2)
+    else:
+        raise ValueError(f"{policy.strategy!r} is not a bandit strategy")
+    return np.clip(share, policy.bandit_min_share, policy.bandit_max_share), p_treatment_better
+
+
 @dataclass(frozen=True)
 class _StepCounts:
     """Counts per experiment (rows) and allocation step (columns)."""
@@ -369,6 +435,8 @@ class _Looks:
     p_value_better: np.ndarray
     p_value_worse: np.ndarray
     p_value_futility: np.ndarray
+    target_share: np.ndarray  # a bandit's next share (the current share for a canary)
+    p_treatment_better: np.ndarray  # a bandit's posterior P(treatment better); NaN for a canary
 
 
 def _evaluate_looks(
@@ -378,7 +446,8 @@ def _evaluate_looks(
     latency_p95_ratio: np.ndarray,
     error_rate_increase: np.ndarray,
     treatment_assigned_at_step: np.ndarray,
-    ramp_available: np.ndarray,
+    current_share: np.ndarray,
+    can_change_allocation: np.ndarray,
     hours_elapsed: np.ndarray | float,
     previous_p_value_better: np.ndarray,
     previous_p_value_worse: np.ndarray,
@@ -420,11 +489,33 @@ def _evaluate_looks(
         (latency_p95_ratio > policy.max_latency_p95_ratio)
         | (error_rate_increase > policy.max_error_rate_increase)
     )
-    can_ramp = (
-        ramp_available
-        & guardrails_measured
-        & (treatment_assigned_at_step >= policy.min_treatment_assigned_per_step)
-    )
+    if policy.is_bandit:
+        # A bandit closes an allocation period once its guardrails were measured there and the test counts
+        # labels: both conditions are counts, never outcomes, so a period's estimate is unbiased. (Ending a
+        # period when the leader changes would bias the difference within it.) A small change of share is
+        # not applied, but the period still closes.
+        target_share, p_treatment_better = bandit_share(
+            counts.labelled_control.sum(axis=-1),
+            counts.successes_control.sum(axis=-1),
+            counts.labelled_treatment.sum(axis=-1),
+            counts.successes_treatment.sum(axis=-1),
+            policy,
+        )
+        current_share = np.asarray(current_share, dtype=float)
+        target_share = np.where(
+            np.abs(target_share - current_share) >= policy.min_share_change - 1e-12, target_share, current_share
+        )
+        can_ramp = np.zeros_like(guardrails_measured)
+        can_reallocate = can_change_allocation & guardrails_measured & enough_labels
+    else:
+        target_share = np.asarray(current_share, dtype=float)
+        p_treatment_better = np.full(target_share.shape, np.nan)
+        can_ramp = (
+            can_change_allocation
+            & guardrails_measured
+            & (treatment_assigned_at_step >= policy.min_treatment_assigned_per_step)
+        )
+        can_reallocate = np.zeros_like(guardrails_measured)
     conditions = [  # same order as RULES
         _srm_mismatch(srm_chi_square, srm_degrees_of_freedom, policy.srm_p_value_threshold),
         guardrail_breach,
@@ -433,6 +524,7 @@ def _evaluate_looks(
         p_value_futility <= policy.alpha,
         np.broadcast_to(np.asarray(hours_elapsed) >= policy.max_duration_hours, srm_chi_square.shape),
         can_ramp,
+        can_reallocate,
     ]
     rule = np.select(conditions, np.arange(len(conditions)), default=_NO_CONCLUSION)
     return _Looks(
@@ -446,6 +538,8 @@ def _evaluate_looks(
         p_value_better=p_value_better,
         p_value_worse=p_value_worse,
         p_value_futility=p_value_futility,
+        target_share=target_share,
+        p_treatment_better=p_treatment_better,
     )
 
 
@@ -468,7 +562,8 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
         latency_p95_ratio=np.array([latency_p95_ratio]),
         error_rate_increase=np.array([error_rate_increase]),
         treatment_assigned_at_step=np.array([treatment.n_assigned]),
-        ramp_available=np.array([next_ramp_share is not None]),
+        current_share=np.array([evidence.treatment_share]),
+        can_change_allocation=np.array([policy.is_bandit or next_ramp_share is not None]),
         hours_elapsed=evidence.hours_elapsed,
         previous_p_value_better=np.array([previous.p_value_better]),
         previous_p_value_worse=np.array([previous.p_value_worse]),
@@ -557,10 +652,20 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
         },
         "max_duration_hours": policy.max_duration_hours,
         "next_ramp_share": next_ramp_share,
+        "allocation": {
+            "strategy": policy.strategy,
+            "current_share": evidence.treatment_share,
+            "target_share": float(looks.target_share[0]),
+            "posterior_p_treatment_better": float(looks.p_treatment_better[0]),
+            "epsilon": policy.epsilon if policy.strategy == "epsilon_greedy" else None,
+            "share_bounds": [policy.bandit_min_share, policy.bandit_max_share] if policy.is_bandit else None,
+            "min_share_change": policy.min_share_change if policy.is_bandit else None,
+        },
     }
     next_allocation = {
         "continue": evidence.treatment_share,
         "ramp": next_ramp_share,
+        "reallocate": float(looks.target_share[0]),
         "promote": 1.0,
     }.get(action, 0.0)
     reason = _reason(rule, evidence, policy, statistics, next_allocation)
@@ -661,6 +766,19 @@ def _reason(
             f"<= {policy.max_latency_p95_ratio:.2f}, error-rate increase {guardrails['error_rate_increase']:+.2%} "
             f"<= {policy.max_error_rate_increase:+.2%}); always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
         )
+    if rule == "reallocate":
+        allocation = statistics["allocation"]
+        how = (
+            f"Thompson sampling: P(treatment better) = {allocation['posterior_p_treatment_better']:.3f}"
+            if policy.strategy == "thompson"
+            else f"epsilon-greedy (epsilon {policy.epsilon:g}): the "
+            f"{'treatment' if allocation['posterior_p_treatment_better'] > 0.5 else 'control'} leads"
+        )
+        return (
+            f"Reallocate from {evidence.treatment_share:.0%} to {next_allocation:.0%} of the units: {how}, clipped to "
+            f"[{policy.bandit_min_share:.0%}, {policy.bandit_max_share:.0%}]; guardrails pass at this allocation; "
+            f"{estimate}; always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
+        )
     if not test["enough_labels"]:
         return (
             f"Continue at {evidence.treatment_share:.0%}: waiting for labels, {arms['control']['n_labelled']:,} in control "
@@ -701,6 +819,218 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# --- after a promotion: the watch window ---
+
+WATCH_RULES: tuple[tuple[str, Action], ...] = (
+    ("degraded", "rollback"),
+    ("guardrail_breach", "rollback"),
+    ("window_passed", "keep"),
+    ("no_conclusion_yet", "continue"),
+)
+WATCH_RULE_NAMES = tuple(name for name, _ in WATCH_RULES)
+
+
+@dataclass(frozen=True)
+class WatchPolicy:
+    """When a freshly promoted champion is rolled back: during ``window_hours`` after the promotion it is
+    compared with itself as the experiment's treatment. It is rolled back when the always-valid test says
+    its success rate fell by more than ``max_success_rate_drop`` (null: drop <= margin), or when its
+    latency p95 or error rate grew beyond the guardrails; at the end of the window it is kept."""
+
+    window_hours: float = 48.0
+    max_success_rate_drop: float = 0.03  # absolute, on the primary 0/1 outcome
+    min_labelled: int = 200  # labelled predictions since the promotion before the test counts
+    alpha: float = 0.05
+    mixing_sd: float = 0.02
+    max_latency_p95_ratio: float = 1.25  # p95 after / p95 during the experiment
+    max_error_rate_increase: float = 0.005
+    min_assigned_for_guardrails: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.window_hours >= 0 or not self.max_success_rate_drop >= 0:
+            raise ValueError("window_hours and max_success_rate_drop must be >= 0")
+        if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
+            raise ValueError(f"alpha must be in (0, 1) and mixing_sd > 0, got {self.alpha}, {self.mixing_sd}")
+
+
+@dataclass(frozen=True)
+class WatchEvidence:
+    """The promoted version as the experiment's treatment (``during``) and since its promotion (``after``).
+    ``previous`` is the state stored with the last watch decision; its ``p_value_worse`` is the running
+    always-valid p-value of "degraded beyond the margin"."""
+
+    during: ArmEvidence
+    after: ArmEvidence
+    hours_elapsed: float
+    look: int
+    previous: SequentialState | None = None
+
+
+def _evaluate_watch(
+    labelled_during: np.ndarray,
+    successes_during: np.ndarray,
+    labelled_after: np.ndarray,
+    successes_after: np.ndarray,
+    *,
+    guardrail_breach: np.ndarray,
+    hours_elapsed: np.ndarray | float,
+    previous_p_value: np.ndarray,
+    policy: WatchPolicy,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rule index, running p-value of degradation, difference after - during, its variance), vectorised."""
+
+    def one_step(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=float)[..., None]
+
+    difference, variance = difference_in_rates(
+        one_step(labelled_during), one_step(successes_during), one_step(labelled_after), one_step(successes_after)
+    )
+    # H0: difference >= -margin; evidence against it is -margin - difference > 0 (the futility form)
+    log_lr = log_one_sided_mixture_likelihood_ratio(-policy.max_success_rate_drop - difference, variance, policy.mixing_sd)
+    enough_labels = np.asarray(labelled_after) >= policy.min_labelled
+    p_value = np.where(
+        enough_labels, np.minimum(previous_p_value, p_value_from_log_likelihood_ratio(log_lr)), previous_p_value
+    )
+    conditions = [
+        p_value <= policy.alpha,
+        np.asarray(guardrail_breach, dtype=bool),
+        np.broadcast_to(np.asarray(hours_elapsed) >= policy.window_hours, p_value.shape),
+    ]
+    rule = np.select(conditions, np.arange(len(conditions)), default=len(WATCH_RULES) - 1)
+    return rule, p_value, difference, variance
+
+
+def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
+    """Keep or roll back a new champion at one look of its watch window. ``next_allocation`` is its share:
+    1.0 (kept, or still watched) or 0.0 (rolled back to the previous champion)."""
+    during, after = evidence.during, evidence.after
+    previous = evidence.previous or SequentialState()
+    measured = min(during.n_assigned, after.n_assigned) >= policy.min_assigned_for_guardrails
+    latency_p95_ratio = after.latency_p95_ms / during.latency_p95_ms
+    error_rate_increase = after.error_rate - during.error_rate
+    breach = measured and (
+        latency_p95_ratio > policy.max_latency_p95_ratio or error_rate_increase > policy.max_error_rate_increase
+    )
+    rule_index, p_value, difference, variance = _evaluate_watch(
+        np.array(during.n_labelled), np.array(during.successes), np.array(after.n_labelled), np.array(after.successes),
+        guardrail_breach=np.array(breach), hours_elapsed=evidence.hours_elapsed,
+        previous_p_value=np.array(previous.p_value_worse), policy=policy,
+    )  # fmt: skip
+    rule, action = WATCH_RULES[int(rule_index)]
+    difference, variance = float(difference), float(variance)
+    enough_labels = after.n_labelled >= policy.min_labelled
+    lower, upper = previous.difference_lower, previous.difference_upper
+    if enough_labels and math.isfinite(variance) and variance > 0:
+        half_width = always_valid_half_width(variance, policy.mixing_sd, policy.alpha)
+        lower, upper = max(lower, difference - half_width), min(upper, difference + half_width)
+    state = SequentialState(p_value_worse=float(p_value), difference_lower=lower, difference_upper=upper)
+    statistics = {
+        "rule": rule,
+        "look": evidence.look,
+        "hours_elapsed": evidence.hours_elapsed,
+        "window_hours": policy.window_hours,
+        "during_experiment": _arm_statistics(during, during.n_assigned, during.n_labelled, during.success_rate),
+        "after_promotion": _arm_statistics(after, after.n_assigned, after.n_labelled, after.success_rate),
+        "test": {
+            "method": "mSPRT, one-sided normal mixture: H0 success rate after >= during - max_success_rate_drop",
+            "alpha": policy.alpha,
+            "mixing_sd": policy.mixing_sd,
+            "max_success_rate_drop": policy.max_success_rate_drop,
+            "min_labelled": policy.min_labelled,
+            "enough_labels": enough_labels,
+            "difference": difference,
+            "difference_variance": variance,
+            "always_valid_p_value_degraded": state.p_value_worse,
+            "always_valid_interval": [lower, upper],
+            "always_valid_interval_level": 1 - 2 * policy.alpha,
+        },
+        "guardrails": {
+            "measured": measured,
+            "min_assigned": policy.min_assigned_for_guardrails,
+            "latency_p95_ratio": latency_p95_ratio,
+            "max_latency_p95_ratio": policy.max_latency_p95_ratio,
+            "error_rate_increase": error_rate_increase,
+            "max_error_rate_increase": policy.max_error_rate_increase,
+        },
+    }
+    rates = (
+        f"success rate {_rate(after.success_rate)} since the promotion ({after.n_labelled:,} labelled) vs "
+        f"{_rate(during.success_rate)} in the experiment ({during.n_labelled:,} labelled), difference {_signed(difference)}"
+    )
+    if rule == "degraded":
+        reason = (
+            f"Roll back: the new champion degraded, {rates}; always-valid p = {state.p_value_worse:.3g} <= alpha "
+            f"{policy.alpha:g} that it dropped by more than {policy.max_success_rate_drop:g}."
+        )
+    elif rule == "guardrail_breach":
+        reason = (
+            f"Roll back: guardrail breached since the promotion: latency p95 {after.latency_p95_ms:.0f} ms vs "
+            f"{during.latency_p95_ms:.0f} ms (ratio {latency_p95_ratio:.2f}, limit {policy.max_latency_p95_ratio:.2f}), "
+            f"error rate {after.error_rate:.2%} vs {during.error_rate:.2%} (limit +{policy.max_error_rate_increase:.2%})."
+        )
+    elif rule == "window_passed":
+        reason = (
+            f"Keep: the {policy.window_hours:g} h watch window passed without degradation ({rates}; "
+            f"always-valid p(degraded) = {state.p_value_worse:.3g})"
+            + ("." if enough_labels else f"; only {after.n_labelled:,} labels arrived, {policy.min_labelled:,} were needed to judge.")
+        )
+    else:
+        reason = (
+            f"Watching ({evidence.hours_elapsed:g} of {policy.window_hours:g} h): {rates}; always-valid "
+            f"p(degraded) = {state.p_value_worse:.3g}"
+            + ("." if enough_labels else f"; the test counts from {policy.min_labelled:,} labels.")
+        )
+    return Decision(action, 0.0 if action == "rollback" else 1.0, reason, _plain(statistics), state)
+
+
+def simulate_watches(
+    n_watches: int,
+    during_rate: float,
+    after_rate: float | np.ndarray,
+    during_labelled: int,
+    labelled_per_hour: int,
+    policy: WatchPolicy,
+    rng: np.random.Generator,
+) -> SimulationResult:
+    """Many watch windows, looked at every hour with the rules of ``decide_watch`` (guardrails pass).
+    The experiment gave ``during_labelled`` labels at ``during_rate``; afterwards ``labelled_per_hour``
+    arrive at ``after_rate`` (a number or one value per hour)."""
+    hours = max(1, math.ceil(policy.window_hours))
+    after_rates = np.broadcast_to(np.asarray(after_rate, dtype=float), (hours,))
+    successes_during = rng.binomial(during_labelled, during_rate, size=n_watches).astype(float)
+    labelled_during = np.full(n_watches, float(during_labelled))
+    labelled_after, successes_after = np.zeros(n_watches), np.zeros(n_watches)
+    p_value = np.ones(n_watches)
+    rule = np.full(n_watches, len(WATCH_RULES) - 1)
+    decision_hour = np.full(n_watches, hours)
+    decided = np.zeros(n_watches, dtype=bool)
+    for hour in range(1, hours + 1):
+        live = np.flatnonzero(~decided)
+        if live.size == 0:
+            break
+        labelled_after[live] += labelled_per_hour
+        successes_after[live] += rng.binomial(labelled_per_hour, after_rates[hour - 1], size=live.size)
+        looked, p_value[live], _, _ = _evaluate_watch(
+            labelled_during[live], successes_during[live], labelled_after[live], successes_after[live],
+            guardrail_breach=np.zeros(live.size, dtype=bool), hours_elapsed=hour, previous_p_value=p_value[live],
+            policy=policy,
+        )  # fmt: skip
+        final = looked != len(WATCH_RULES) - 1
+        rule[live[final]] = looked[final]
+        decision_hour[live[final]] = hour
+        decided[live[final]] = True
+    actions = np.array([action for _, action in WATCH_RULES])
+    after = labelled_after.astype(int)
+    return SimulationResult(
+        rule=np.array(WATCH_RULE_NAMES)[rule],
+        action=actions[rule],
+        decision_hour=decision_hour,
+        labelled_at_decision=after,
+        treatment_labelled_at_decision=after,
+        allocation_changes=np.zeros(n_watches, dtype=int),
+    )
+
+
 # --- simulation: many experiments, hourly looks, the same rules ---
 
 
@@ -713,6 +1043,7 @@ class SimulationResult:
     decision_hour: np.ndarray
     labelled_at_decision: np.ndarray
     treatment_labelled_at_decision: np.ndarray
+    allocation_changes: np.ndarray  # ramps or reallocations before the decision
 
     def share(self, action: Action) -> float:
         return float(np.mean(self.action == action))
@@ -735,16 +1066,23 @@ def simulate_experiments(
 
     Each hour ``labelled_per_hour`` units arrive, all labelled (label delay is not modelled), and go to the
     treatment with probability ``assigned_treatment_share`` (default: the planned allocation; set it to
-    simulate broken assignment). Rates are a number or one value per hour (drift). A ramp follows
-    ``policy.ramp_steps`` from ``allocation``; an allocation off the ramp stays fixed.
+    simulate broken assignment). Rates are a number or one value per hour (drift). A canary ramps along
+    ``policy.ramp_steps`` from ``allocation`` (an allocation off the ramp stays fixed); a bandit starts at
+    ``allocation`` and reallocates as ``decide`` would.
     """
     control_rates = np.broadcast_to(np.asarray(control_rate, dtype=float), (hours,))
     treatment_rates = np.broadcast_to(np.asarray(treatment_rate, dtype=float), (hours,))
-    shares = [allocation]
-    while (next_share := policy.next_ramp_share(shares[-1])) is not None:
-        shares.append(next_share)
-    step_shares = np.array(shares)
-    n_steps = len(shares)
+    if policy.is_bandit:
+        # every allocation is held until each arm has min_assigned_for_guardrails units: a bound on the steps
+        n_steps = hours * labelled_per_hour // (2 * policy.min_assigned_for_guardrails) + 2
+        step_share = np.zeros((n_experiments, n_steps))
+        step_share[:, 0] = allocation
+    else:
+        shares = [allocation]
+        while (next_share := policy.next_ramp_share(shares[-1])) is not None:
+            shares.append(next_share)
+        n_steps = len(shares)
+        step_share = np.tile(np.array(shares), (n_experiments, 1))
 
     def zeros() -> np.ndarray:
         return np.zeros((n_experiments, n_steps))
@@ -760,13 +1098,14 @@ def simulate_experiments(
     rule = np.full(n_experiments, _NO_CONCLUSION)
     decision_hour = np.full(n_experiments, hours)
     decided = np.zeros(n_experiments, dtype=bool)
+    ramp_rule, reallocate_rule = RULE_NAMES.index("ramp"), RULE_NAMES.index("reallocate")
 
     for hour in range(1, hours + 1):
         live = np.flatnonzero(~decided)
         if live.size == 0:
             break
         live_step = step[live]
-        planned_share = step_shares[live_step]
+        planned_share = step_share[live, live_step]
         true_share = planned_share if assigned_treatment_share is None else assigned_treatment_share
         new_treatment = rng.binomial(labelled_per_hour, true_share)
         new_control = labelled_per_hour - new_treatment
@@ -776,7 +1115,7 @@ def simulate_experiments(
         successes_control[live, live_step] += rng.binomial(new_control, control_rates[hour - 1])
 
         counts = _StepCounts(
-            treatment_share=np.broadcast_to(step_shares, (live.size, n_steps)),
+            treatment_share=step_share[live],
             assigned_control=assigned_control[live],
             assigned_treatment=assigned_treatment[live],
             labelled_control=assigned_control[live],
@@ -793,7 +1132,8 @@ def simulate_experiments(
             latency_p95_ratio=np.full(live.size, latency_p95_ratio),
             error_rate_increase=np.zeros(live.size),
             treatment_assigned_at_step=assigned_treatment[live, live_step],
-            ramp_available=live_step < n_steps - 1,
+            current_share=planned_share,
+            can_change_allocation=live_step < n_steps - 1,
             hours_elapsed=hour,
             previous_p_value_better=p_value_better[live],
             previous_p_value_worse=p_value_worse[live],
@@ -805,9 +1145,11 @@ def simulate_experiments(
             looks.p_value_worse,
             looks.p_value_futility,
         )
-        ramped = looks.rule == RULE_NAMES.index("ramp")
-        step[live[ramped]] += 1
-        final = ~ramped & (looks.rule != _NO_CONCLUSION)
+        reallocated = looks.rule == reallocate_rule
+        step_share[live[reallocated], live_step[reallocated] + 1] = looks.target_share[reallocated]
+        moved = reallocated | (looks.rule == ramp_rule)
+        step[live[moved]] += 1
+        final = ~moved & (looks.rule != _NO_CONCLUSION)
         rule[live[final]] = looks.rule[final]
         decision_hour[live[final]] = hour
         decided[live[final]] = True
@@ -820,4 +1162,5 @@ def simulate_experiments(
         decision_hour=decision_hour,
         labelled_at_decision=labelled_treatment + assigned_control.sum(axis=1).astype(int),
         treatment_labelled_at_decision=labelled_treatment,
+        allocation_changes=step,
     )

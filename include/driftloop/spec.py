@@ -271,20 +271,57 @@ class Online(_Strict):
     min_assigned_for_guardrails: int = Field(default=200, ge=1)
     max_duration: Duration = timedelta(days=14)  # then inconclusive: the champion keeps all traffic
     minimum_detectable_effect: float | None = Field(default=None, gt=0)
+    # canary: ramp_steps, each held until its guardrails pass; thompson / epsilon_greedy: start at
+    # ramp_steps[0], then a bandit sets the share after every allocation period
+    strategy: Literal["canary", "thompson", "epsilon_greedy"] = "canary"
     ramp_steps: list[float] = Field(default_factory=lambda: [0.10, 0.25, 0.50])
     min_treatment_assigned_per_step: int = Field(default=1000, ge=1)
+    epsilon: float = Field(default=0.10, gt=0, lt=1)
+    bandit_min_share: float = Field(default=0.05, gt=0, lt=1)
+    bandit_max_share: float = Field(default=0.90, gt=0, lt=1)
+    min_share_change: float = Field(default=0.05, gt=0, lt=1)
+    # predictions this soon after an allocation change are not counted: routers cache the allocation
+    # (driftloop.serving.Router ttl_seconds, 30 s), so a few still follow the previous one
+    allocation_settle: Duration = timedelta(minutes=1)
     poke_interval: Duration = timedelta(hours=1)  # how often promote__<model> looks
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Online:
+        self.policy()  # the decision's own checks (ramp order, share bounds), named in the error
+        return self
 
     def policy(self):
         from driftloop.decision import Policy
 
-        values = self.model_dump(exclude={"max_duration", "ramp_steps", "poke_interval"})
+        values = self.model_dump(exclude={"max_duration", "ramp_steps", "poke_interval", "allocation_settle"})
         return Policy(**values, max_duration_hours=self.max_duration / timedelta(hours=1), ramp_steps=tuple(self.ramp_steps))
+
+
+class Watch(_Strict):
+    """After a promotion: how long the new champion is watched and when it is rolled back
+    (driftloop.decision.WatchPolicy). A window of 0 turns the watch off."""
+
+    window: Duration = timedelta(days=3)  # give labels time to arrive (windows.expected_label_delay)
+    max_success_rate_drop: float = Field(default=0.03, ge=0)  # vs its own rate as the experiment's treatment
+    min_labelled: int = Field(default=200, ge=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    mixing_sd: float = Field(default=0.02, gt=0)
+    max_latency_p95_ratio: float = Field(default=1.25, gt=0)
+    max_error_rate_increase: float = Field(default=0.005, ge=0)
+    min_assigned_for_guardrails: int = Field(default=200, ge=1)
+    poke_interval: Duration = timedelta(hours=1)
+
+    def policy(self, window: timedelta | None = None):
+        from driftloop.decision import WatchPolicy
+
+        values = self.model_dump(exclude={"window", "poke_interval"})
+        return WatchPolicy(**values, window_hours=(self.window if window is None else window) / timedelta(hours=1))
 
 
 class Promotion(_Strict):
     offline_gate: OfflineGate = OfflineGate()
     online: Online = Online()
+    watch: Watch = Watch()
 
 
 class ModelSpec(_Strict):

@@ -72,9 +72,13 @@ def test_retrain_dag_shape(dagbag):
 
 def test_promote_dag_shape(dagbag):
     dag = dagbag.get_dag("promote__churn")
-    assert [t.task_id for t in dag.topological_sort()] == ["offline_gate", "start_experiment", "decide_when_ready"]
-    sensor = dag.get_task("decide_when_ready")
-    online = get_spec("churn").promotion.online
-    assert sensor.mode == "reschedule" and sensor.poke_interval == online.poke_interval.total_seconds()
-    assert sensor.timeout > online.max_duration.total_seconds()
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "offline_gate", "start_experiment", "decide_when_ready", "watch_new_champion",
+    ]  # fmt: skip
+    promotion = get_spec("churn").promotion
+    for task_id, phase, block in (("decide_when_ready", "experiment", promotion.online),
+                                  ("watch_new_champion", "watch", promotion.watch)):  # fmt: skip
+        sensor = dag.get_task(task_id)
+        assert sensor.task_type == "ExperimentLookSensor" and sensor.phase == phase  # deferrable: no worker slot between looks
+        assert sensor.poke_interval == block.poke_interval
     assert dag.max_active_runs == 1

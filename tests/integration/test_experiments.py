@@ -69,13 +69,14 @@ def world(warehouse_url, tmp_path):
         restore_mlflow_store(previous)
 
 
-def serve_and_label(url: str, root, spec: ModelSpec, accuracies: dict[str, float], n: int = 1200, seed: int = 1) -> None:
-    """n requests from n units through the router (stub models), from a minute after the experiment
-    started, their labels a few minutes later, ingested."""
+def serve_and_label(url: str, root, spec: ModelSpec, accuracies: dict[str, float], n: int = 1200, seed: int = 1,
+                    start: datetime | None = None) -> None:  # fmt: skip
+    """n requests from n units through the router (stub models), from ``start`` (default: a minute after
+    the experiment started), their labels a few minutes later, ingested."""
     rng = np.random.default_rng(seed)
-    start = started(url) + timedelta(minutes=1)
+    start = start or started(url) + timedelta(minutes=1)
     logger = serving.EventLogger(root, "churn", max_events=100_000)
-    models = {"1": RightWithProbability(accuracies["1"], seed), "2": RightWithProbability(accuracies["2"], seed + 1)}
+    models = {version: RightWithProbability(accuracy, seed + i) for i, (version, accuracy) in enumerate(accuracies.items())}
     router = serving.Router("churn", url, logger=logger, models=models)
     feedback = []
     for i in range(n):
@@ -98,10 +99,11 @@ def state(url: str) -> dict:
             "select experiment_id, champion_version, challenger_version, challenger_share from ops.traffic_allocation"
         ).fetchone()
         statuses = conn.execute("select experiment_id, status from ops.experiments order by started_at").fetchall()
+        watches = conn.execute("select watch_status from ops.experiments order by started_at").fetchall()
         steps = conn.execute("select step, decision from ops.decisions order by decision_id").fetchall()
     champion = registry.version_by_alias("churn", "champion")
     challenger = registry.version_by_alias("churn", "challenger")
-    return {"allocation": allocation, "experiments": statuses, "decisions": steps,
+    return {"allocation": allocation, "experiments": statuses, "decisions": steps, "watch": [w[0] for w in watches],
             "champion": champion.version if champion else None, "challenger": challenger.version if challenger else None}  # fmt: skip
 
 
@@ -186,3 +188,141 @@ def test_too_few_labels_continue_at_the_first_canary_step(world):
     decision = experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=3))
     assert decision.action == "continue"
     assert state(url)["allocation"][3] == 0.5 and state(url)["champion"] == "1"
+
+
+# --------------------------------------------------------------------------------------------------
+# bandit allocation
+
+
+def test_thompson_sampling_moves_traffic_to_the_better_arm_then_promotes(world):
+    # GIVEN a Thompson-sampling experiment (first period at 10 %) and a challenger better than the champion,
+    # with a mixing sd that needs more than the first period's evidence to promote
+    url, tmp = world
+    spec = experiment_spec(strategy="thompson", ramp_steps=[0.10], min_labelled_per_arm=50, mixing_sd=0.02,
+                           min_assigned_for_guardrails=50, min_treatment_assigned_per_step=50)  # fmt: skip
+    experiment_id = experiments.start_experiment(url, spec, "1", "2")
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.80, "2": 0.88}, n=1500, seed=5)
+    first_look = started(url) + timedelta(hours=3)
+
+    # WHEN the first look sees the first period
+    decision = experiments.step_experiment(url, spec, as_of=first_look)
+
+    # THEN traffic moves to the challenger (the posterior says it is better almost surely; capped at 90 %)
+    assert decision.action == "reallocate", decision.reason
+    p_better = decision.statistics["allocation"]["posterior_p_treatment_better"]
+    assert p_better > 0.9 and decision.next_allocation == pytest.approx(min(p_better, 0.90)), decision.reason
+    share = decision.next_allocation
+    assert state(url)["allocation"] == (experiment_id, "1", "2", pytest.approx(share))
+
+    # WHEN more traffic is served at the new allocation and looked at
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.80, "2": 0.88}, n=2000, seed=6, start=first_look + timedelta(minutes=2))
+    second = experiments.step_experiment(url, spec, as_of=first_look + timedelta(hours=3))
+
+    # THEN the evidence of both periods promotes it, each period counted at its own share
+    assert second.action == "promote", second.reason
+    with psycopg.connect(url) as conn:
+        steps = conn.execute(
+            "select evidence -> 'evidence' -> 'steps' from ops.decisions where step = 'sequential_test' "
+            "order by decision_id desc limit 1"
+        ).fetchone()[0]
+    assert [step["treatment_share"] for step in steps] == [0.10, pytest.approx(share)]
+    second_period = steps[1]
+    observed_share = second_period["treatment"]["n_assigned"] / (
+        second_period["treatment"]["n_assigned"] + second_period["control"]["n_assigned"]
+    )
+    assert abs(observed_share - share) < 0.05  # the router followed the new allocation (sticky hashing)
+    assert state(url)["champion"] == "2"
+
+
+# --------------------------------------------------------------------------------------------------
+# the watch after a promotion
+
+
+def promote(url: str, tmp, spec: ModelSpec) -> datetime:
+    """Run an experiment that promotes version 2; returns the look that promoted it."""
+    experiments.start_experiment(url, spec, "1", "2")
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.70, "2": 0.92})
+    as_of = started(url) + timedelta(hours=3)
+    assert experiments.step_experiment(url, spec, as_of=as_of).action == "promote"
+    return as_of
+
+
+def test_a_promoted_champion_that_degrades_is_rolled_back(world):
+    # GIVEN version 2 promoted (92 % right in its experiment), then serving everything at 60 %
+    url, tmp = world
+    spec = experiment_spec()
+    promoted_at = promote(url, tmp, spec)
+    assert state(url)["watch"] == ["watching"]
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.70, "2": 0.60}, n=600, seed=9, start=promoted_at + timedelta(minutes=1))
+
+    # WHEN the watch looks
+    decision = experiments.step_watch(url, spec, as_of=promoted_at + timedelta(hours=2))
+
+    # THEN it rolls back: the previous champion is back in the registry and gets all traffic
+    assert decision.action == "rollback", decision.reason
+    assert decision.statistics["after_promotion"]["n_labelled"] == 600
+    after = state(url)
+    assert after["champion"] == "1"
+    assert after["allocation"] == (None, "1", None, 0.0)
+    assert after["experiments"][0][1] == "rolled_back" and after["watch"] == ["rolled_back"]
+    assert after["decisions"][-2:] == [("watch", "rollback"), ("allocation", "rolled_back")]
+    assert registry.client().get_model_version("churn", "2").tags["driftloop.status"] == "rolled_back"
+    with psycopg.connect(url) as conn:
+        alert = conn.execute("select severity, details ->> 'reason' from ops.alerts where summary like '%rollback'").fetchone()
+    assert alert[0] == "warning" and "degraded" in alert[1]
+    assert experiments.step_watch(url, spec) is None  # nothing is watched anymore
+
+
+def test_a_healthy_champion_is_kept_when_the_window_ends(world):
+    # GIVEN version 2 promoted and serving as well as in its experiment
+    url, tmp = world
+    spec = experiment_spec()
+    promoted_at = promote(url, tmp, spec)
+    serve_and_label(url, tmp / "landing", spec, {"2": 0.92}, n=600, seed=9, start=promoted_at + timedelta(minutes=1))
+
+    # WHEN the watch looks inside the window, then after it
+    inside = experiments.step_watch(url, spec, as_of=promoted_at + timedelta(hours=2))
+    window = spec.promotion.watch.window
+    end = experiments.step_watch(url, spec, as_of=promoted_at + window + timedelta(minutes=1))
+
+    # THEN it keeps watching, then keeps the champion
+    assert inside.action == "continue", inside.reason
+    assert end.action == "keep", end.reason
+    after = state(url)
+    assert after["champion"] == "2" and after["allocation"] == (None, "2", None, 0.0) and after["watch"] == ["passed"]
+    assert experiments.step_watch(url, spec) is None
+
+
+def test_no_new_experiment_starts_while_a_promoted_champion_is_watched(world):
+    url, tmp = world
+    spec = experiment_spec()
+    promote(url, tmp, spec)
+    with pytest.raises(experiments.ExperimentConflict, match="still being watched"):
+        experiments.start_experiment(url, spec, "2", "3")
+
+
+def test_a_crash_between_the_rollback_alias_and_the_allocation_is_repaired(world, monkeypatch):
+    # GIVEN a rollback that dies after the champion alias moved back, before the allocation follows
+    url, tmp = world
+    spec = experiment_spec()
+    promoted_at = promote(url, tmp, spec)
+    serve_and_label(url, tmp / "landing", spec, {"2": 0.55}, n=600, seed=9, start=promoted_at + timedelta(minutes=1))
+    real_set_allocation = experiments._set_allocation
+
+    def die(*args, **kwargs):
+        raise ConnectionError("worker killed after the alias moved back")
+
+    monkeypatch.setattr(experiments, "_set_allocation", die)
+    with pytest.raises(ConnectionError):
+        experiments.step_watch(url, spec, as_of=promoted_at + timedelta(hours=2))
+    broken = state(url)
+    assert broken["champion"] == "1" and broken["allocation"] == (None, "2", None, 0.0)  # inconsistent
+    assert broken["watch"] == ["watching"]
+
+    # WHEN the next look runs THEN it finishes the rollback, and the state converges
+    monkeypatch.setattr(experiments, "_set_allocation", real_set_allocation)
+    assert experiments.step_watch(url, spec, as_of=promoted_at + timedelta(hours=3)) is None
+    repaired = state(url)
+    assert repaired["champion"] == "1" and repaired["allocation"] == (None, "1", None, 0.0)
+    assert repaired["watch"] == ["rolled_back"] and repaired["experiments"][0][1] == "rolled_back"
+    assert [d for d in repaired["decisions"] if d[1] == "rolled_back"] == [("allocation", "rolled_back")]

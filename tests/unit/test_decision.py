@@ -21,12 +21,17 @@ from driftloop.decision import (
     Evidence,
     Policy,
     SequentialState,
+    WatchEvidence,
+    WatchPolicy,
     always_valid_half_width,
+    bandit_share,
     decide,
+    decide_watch,
     difference_in_rates,
     log_mixture_likelihood_ratio,
     log_one_sided_mixture_likelihood_ratio,
     simulate_experiments,
+    simulate_watches,
 )
 
 POLICY = Policy()
@@ -539,3 +544,184 @@ def test_observed_70_30_split_under_a_90_10_plan_halts():
     # WHEN deciding every hour THEN every experiment halts on SRM within the first looks
     assert set(result.rule) == {"sample_ratio_mismatch"}
     assert result.decision_hour.max() <= 2
+
+
+# --- bandit allocation (Thompson sampling, epsilon-greedy) ---
+
+THOMPSON = Policy(strategy="thompson")
+EPSILON_GREEDY = Policy(strategy="epsilon_greedy")
+
+
+def test_thompson_share_is_the_posterior_probability_that_the_treatment_is_better():
+    # GIVEN Beta(1 + s, 1 + f) posteriors of two arms
+    labelled_control, successes_control, labelled_treatment, successes_treatment = 400, 320, 100, 84
+
+    # WHEN the bandit sets the share
+    share, p_better = bandit_share(
+        np.array(labelled_control), np.array(successes_control), np.array(labelled_treatment),
+        np.array(successes_treatment), Policy(strategy="thompson", bandit_max_share=0.99),
+    )  # fmt: skip
+
+    # THEN it is P(p_t > p_c) under the posteriors, checked by numerical integration
+    control = stats.beta(1 + successes_control, 1 + labelled_control - successes_control)
+    treatment = stats.beta(1 + successes_treatment, 1 + labelled_treatment - successes_treatment)
+    exact, _ = integrate.quad(lambda x: treatment.pdf(x) * control.cdf(x), 0, 1, points=[0.8, 0.84], limit=200)
+    assert float(p_better) == pytest.approx(exact, abs=0.01)
+    assert float(share) == pytest.approx(float(p_better))
+
+
+def test_bandit_shares_are_clipped_and_epsilon_greedy_exploits_the_leader():
+    labelled, winner, loser = np.array([1000, 1000]), np.array([900, 800]), np.array([800, 900])
+    thompson, _ = bandit_share(labelled, loser, labelled, winner, THOMPSON)
+    greedy, _ = bandit_share(labelled, loser, labelled, winner, EPSILON_GREEDY)
+    # the treatment wins the first and loses the second: the shares hit the bounds
+    assert thompson.tolist() == [THOMPSON.bandit_max_share, THOMPSON.bandit_min_share]
+    assert greedy.tolist() == [0.90, 0.05]  # 1 - epsilon / 2 = 0.95 clipped to 0.90; epsilon / 2 = 0.05
+    equal, p_better = bandit_share(labelled[:1], winner[:1], labelled[:1], winner[:1], THOMPSON)
+    assert float(p_better) == pytest.approx(0.5) and float(equal) == pytest.approx(0.5)
+
+
+def test_a_bandit_reallocates_only_after_guardrails_and_labels_at_the_current_allocation():
+    # GIVEN a Thompson experiment at 10 % whose treatment clearly leads
+    policy = Policy(strategy="thompson", alpha=1e-9)  # no test conclusion here
+    leading = look(arm("champion", 1800, 0.80), arm("challenger", 200, 0.88))
+    too_early = look(arm("champion", 900, 0.80), arm("challenger", 100, 0.88))
+
+    # WHEN deciding
+    decision = decide(leading, policy)
+    waiting = decide(too_early, policy)
+
+    # THEN the allocation follows the posterior; with 100 treatment units it waits
+    assert decision.action == "reallocate", decision.reason
+    p_better = decision.statistics["allocation"]["posterior_p_treatment_better"]
+    assert p_better > 0.99 and decision.next_allocation == policy.bandit_max_share
+    assert "Thompson sampling" in decision.reason and "90%" in decision.reason
+    assert waiting.action == "continue" and waiting.next_allocation == 0.10
+
+
+def test_a_small_share_change_keeps_the_allocation_but_closes_the_period():
+    # GIVEN a Thompson experiment at 50 % whose posterior says 52 %
+    policy = Policy(strategy="thompson", alpha=1e-9)
+    evidence = look(arm("champion", 1000, 0.80), arm("challenger", 1000, 0.801), treatment_share=0.50)
+
+    # WHEN deciding THEN a new period starts at the same share (periods end on counts, never on outcomes)
+    decision = decide(evidence, policy)
+    assert decision.action == "reallocate" and decision.next_allocation == 0.50
+    assert decision.statistics["allocation"]["target_share"] == 0.50
+
+
+def test_steps_are_weighted_by_their_pooled_variance():
+    # GIVEN two steps whose small arms did differently well
+    labelled_control, successes_control = np.array([[900, 100]]), np.array([[720, 80]])
+    labelled_treatment, successes_treatment = np.array([[100, 900]]), np.array([[90, 720]])
+
+    # WHEN combining them
+    difference, variance = difference_in_rates(labelled_control, successes_control, labelled_treatment, successes_treatment)
+
+    # THEN each step's weight is 1 / (p (1 - p) (1 / n_c + 1 / n_t)) with p its pooled rate
+    pooled = np.array([810 / 1000, 800 / 1000])
+    weight = 1 / (pooled * (1 - pooled) * np.array([1 / 900 + 1 / 100, 1 / 100 + 1 / 900]))
+    steps = np.array([0.90 - 0.80, 0.80 - 0.80])
+    unpooled = np.array([0.8 * 0.2 / 900 + 0.9 * 0.1 / 100, 0.8 * 0.2 / 100 + 0.8 * 0.2 / 900])
+    assert float(difference) == pytest.approx((weight * steps).sum() / weight.sum())
+    assert float(variance) == pytest.approx((weight**2 * unpooled).sum() / weight.sum() ** 2)
+
+
+@pytest.mark.parametrize("policy", [THOMPSON, EPSILON_GREEDY], ids=["thompson", "epsilon_greedy"])
+def test_aa_false_promotion_rate_is_at_most_alpha_with_a_bandit(policy):
+    # GIVEN 1,000 A/A experiments starting at 10 %, the bandit reallocating after every period, hourly looks
+    n_experiments = 1000
+
+    # WHEN each one is decided every hour until it stops
+    result = simulate_experiments(
+        n_experiments, 0.80, 0.80, 0.10, LABELLED_PER_HOUR, HOURS, policy, np.random.default_rng(29)
+    )
+
+    # THEN the allocation really moved, and false promotions stay at most alpha (95 % Wilson interval)
+    promoted = int((result.action == "promote").sum())
+    low, high = wilson_interval(promoted, n_experiments)
+    summary = (
+        f"A/A {policy.strategy}: false promotion rate {promoted / n_experiments:.2%} (95% Wilson CI {low:.2%}-{high:.2%}), "
+        f"median allocation periods {np.median(result.allocation_changes):.0f}, SRM halts {result.share('halt'):.2%}"
+    )
+    print(summary)
+    assert np.median(result.allocation_changes) >= 5
+    assert high <= policy.alpha, summary
+
+
+def test_three_point_improvement_is_promoted_with_thompson_sampling():
+    # GIVEN accuracy 0.80 -> 0.83, Thompson sampling from 10 %
+    result = simulate_experiments(1000, 0.80, 0.83, 0.10, LABELLED_PER_HOUR, HOURS, THOMPSON, np.random.default_rng(31))
+
+    # THEN at least 90 % are promoted, and the treatment received most of the traffic on the way
+    promoted = result.action == "promote"
+    treatment_share = result.treatment_labelled_at_decision[promoted] / result.labelled_at_decision[promoted]
+    print(
+        f"thompson 0.80 -> 0.83: power {promoted.mean():.1%}, median labelled at promotion "
+        f"{np.median(result.labelled_at_decision[promoted]):,.0f}, median treatment share {np.median(treatment_share):.0%}"
+    )
+    assert promoted.mean() >= 0.90
+    assert np.median(treatment_share) > 0.5
+
+
+# --- the watch after a promotion ---
+
+WATCH = WatchPolicy()
+
+
+def watch_look(during: ArmEvidence, after: ArmEvidence, **fields) -> WatchEvidence:
+    return WatchEvidence(during, after, **({"hours_elapsed": 12.0, "look": 12} | fields))
+
+
+def test_a_new_champion_that_degrades_beyond_the_margin_is_rolled_back():
+    # GIVEN 0.90 in its experiment (3,000 labelled) and 0.80 on 2,000 labelled since the promotion
+    decision = decide_watch(watch_look(arm("during", 3000, 0.90), arm("after", 2000, 0.80)), WATCH)
+
+    # THEN it is rolled back, the reason and the numbers say why
+    assert (decision.action, decision.next_allocation) == ("rollback", 0.0)
+    assert decision.statistics["rule"] == "degraded"
+    assert decision.statistics["test"]["difference"] == pytest.approx(-0.10)
+    assert decision.state.p_value_worse <= WATCH.alpha
+    assert "0.8000" in decision.reason and "0.9000" in decision.reason and "0.03" in decision.reason
+
+
+def test_a_drop_within_the_margin_is_kept_watching_then_kept():
+    during, after = arm("during", 3000, 0.90), arm("after", 2000, 0.89)
+    watching = decide_watch(watch_look(during, after), WATCH)
+    ended = decide_watch(watch_look(during, after, hours_elapsed=WATCH.window_hours), WATCH)
+    assert (watching.action, watching.next_allocation) == ("continue", 1.0)
+    assert ended.action == "keep" and "watch window passed" in ended.reason
+
+
+def test_a_latency_regression_after_promotion_rolls_back():
+    decision = decide_watch(
+        watch_look(arm("during", 3000, 0.90, latency_p95_ms=20.0), arm("after", 500, 0.90, latency_p95_ms=40.0)), WATCH
+    )
+    assert decision.action == "rollback" and decision.statistics["rule"] == "guardrail_breach"
+    assert "40 ms" in decision.reason and "2.00" in decision.reason
+
+
+def test_too_few_labels_after_promotion_do_not_count():
+    decision = decide_watch(watch_look(arm("during", 3000, 0.90), arm("after", 100, 0.50)), WATCH)
+    assert decision.action == "continue" and decision.statistics["test"]["enough_labels"] is False
+
+
+def test_watch_false_rollbacks_at_the_margin_are_at_most_alpha_and_real_drops_roll_back():
+    # GIVEN 2,000 watches of 72 h, 150 labels an hour, 3,000 labels at 0.80 in the experiment
+    rng = np.random.default_rng(41)
+
+    # WHEN the champion keeps its rate, drops by exactly the margin, or drops by 8 points
+    same = simulate_watches(2000, 0.80, 0.80, 3000, LABELLED_PER_HOUR, WATCH, rng)
+    at_margin = simulate_watches(2000, 0.80, 0.80 - WATCH.max_success_rate_drop, 3000, LABELLED_PER_HOUR, WATCH, rng)
+    dropped = simulate_watches(2000, 0.80, 0.72, 3000, LABELLED_PER_HOUR, WATCH, rng)
+
+    # THEN rollbacks of a champion that did not degrade beyond the margin are at most alpha, real ones happen
+    low, high = wilson_interval(int((at_margin.action == "rollback").sum()), 2000)
+    summary = (
+        f"watch: rollbacks with no drop {same.share('rollback'):.2%}, at the margin {at_margin.share('rollback'):.2%} "
+        f"(95% Wilson CI {low:.2%}-{high:.2%}), after an 8-point drop {dropped.share('rollback'):.1%} "
+        f"(median hour {np.median(dropped.decision_hour[dropped.action == 'rollback']):.0f})"
+    )
+    print(summary)
+    assert same.share("rollback") <= 0.01 and high <= WATCH.alpha, summary
+    assert dropped.share("rollback") >= 0.90, summary
