@@ -20,9 +20,13 @@ renamed as (
         status,
         policy,
 
+        ---------- after a promotion: the watch of the new champion (null when nothing was promoted)
+        watch_status,
+
         ---------- timestamps
         started_at,
-        ended_at
+        ended_at,
+        watch_ends_at
 
     from source
 )
