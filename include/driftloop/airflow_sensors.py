@@ -65,11 +65,10 @@ class NewEvidenceTrigger(BaseTrigger):
         return (row[0], bool(row[1])) if row else (None, False)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from asgiref.sync import sync_to_async
-
         from driftloop import warehouse
 
-        url = await sync_to_async(warehouse.resolve_url)(use_airflow=True)
+        # a connection lookup (or starting the embedded server) blocks: not on the triggerer's event loop
+        url = await asyncio.to_thread(warehouse.resolve_url, use_airflow=True)
         _, waiting_status = PHASE_STATUS[self.phase]
         not_before, deadline = datetime.fromisoformat(self.not_before), datetime.fromisoformat(self.deadline)
         while True:

@@ -144,6 +144,20 @@ def status(model: ModelOption, url: UrlOption = None) -> None:
     typer.echo(format_summary(ingest_summary(warehouse.resolve_url(url), model)))
 
 
+@app.command()
+def decisions(
+    model: ModelOption,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="One experiment id.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Why the promotion did what it did: the model's experiments and every automated decision (ops.decisions)."""
+    from driftloop import warehouse
+    from driftloop.report import format_decisions
+
+    _spec(model)
+    typer.echo(format_decisions(warehouse.resolve_url(url), model, experiment))
+
+
 # ---------------------------------------------------------------------------------------------- simulate
 
 

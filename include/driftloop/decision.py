@@ -16,7 +16,13 @@ Every hour the promote DAG gathers per-arm counts from the warehouse and calls
    been ruled out.
 4. **Max duration** reached without a conclusion: inconclusive, the champion keeps all traffic.
 5. **Ramp** to the next canary step once the guardrails were measured and passed with enough treatment
-   units at the current step; otherwise continue.
+   units at the current step; or, with a bandit strategy (``thompson``, ``epsilon_greedy``),
+   **reallocate**: a new allocation period at the share :func:`bandit_share` gives, once the guardrails
+   were measured at the current one and the test counts labels; otherwise continue.
+
+After a promotion, :func:`decide_watch` watches the new champion for a window and rolls it back when its
+success rate falls by more than a margin against its own rate in the experiment (the same mSPRT, null
+"drop <= margin"), or its latency / error rate grow beyond guardrails; at the end of the window it keeps it.
 
 Method: mSPRT, the mixture sequential probability ratio test (Robbins, "Statistical methods related to
 the law of the iterated logarithm", Ann. Math. Statist. 1970), in the form of Johari, Koomen, Pekelis and
@@ -61,9 +67,13 @@ Caveats and how they are handled:
   rate both change over time, the pooled difference is biased (Simpson's paradox: the treatment's labels
   come from later hours). The difference is therefore estimated within each allocation step and combined
   with inverse-variance weights; the weighted score is a sum of mean-zero increments under the null, so the
-  mixture argument still holds. Pass each earlier allocation as an :class:`AllocationStep`; with adaptive
-  allocation, each period of constant allocation is a step, and the allocation must depend on past data
-  only. SRM sums the chi-square over steps (one degree of freedom per step with traffic).
+  mixture argument still holds. Two conditions keep the increments mean-zero, and the simulations break
+  without them: the weights come from each step's pooled variance (under the null it carries no sign of
+  the difference; unpooled weights favour steps where the small arm did well, and an epsilon-greedy A/A
+  test then promoted a third of the time), and a step ends on counts, never on outcomes (a bandit closes
+  its period when the guardrail units and the labels are there, even if the share stays). Pass each
+  earlier allocation as an :class:`AllocationStep`; the allocation must depend on past data only. SRM sums
+  the chi-square over steps (one degree of freedom per step with traffic).
 * Units: counts must be per randomisation unit (or per prediction when predictions are randomised);
   repeated predictions of one user randomised together make the variance too small.
 * The SRM chi-square is repeated every hour and is not always-valid; the low threshold keeps false halts

@@ -173,3 +173,29 @@ def format_retrain(url: str, model_name: str) -> str:
     table = _table(["run", "trigger", "status", "winner", "version", "alias", "n_train", "n_holdout",
                     "holdout_auc", "error"], rows)  # fmt: skip
     return table + "\naliases: " + (", ".join(f"{a}={v}" for a, v in aliases) or "(none)")
+
+
+def format_decisions(url: str, model_name: str, experiment_id: str | None = None) -> str:
+    """The model's experiments (ops.experiments) and every automated decision about them, oldest first
+    (ops.decisions: the audit trail); ``experiment_id`` narrows both to one experiment."""
+    with psycopg.connect(url) as conn:
+        experiments = conn.execute(
+            """
+            select experiment_id, strategy, champion_version, challenger_version, status, coalesce(watch_status, ''),
+                started_at, ended_at
+            from ops.experiments where model_name = %s and (%s::text is null or experiment_id = %s) order by started_at
+            """,
+            (model_name, experiment_id, experiment_id),
+        ).fetchall()
+        decisions = conn.execute(
+            """
+            select decided_at, coalesce(experiment_id, ''), step, decision, reason
+            from ops.decisions where model_name = %s and (%s::text is null or experiment_id = %s)
+            order by decided_at, decision_id
+            """,
+            (model_name, experiment_id, experiment_id),
+        ).fetchall()
+    table = _table(["experiment", "strategy", "champion", "challenger", "status", "watch", "started", "ended"],
+                   [[*r[:6], _value(r[6]), _value(r[7]) if r[7] else ""] for r in experiments])  # fmt: skip
+    lines = [f"{_value(at)}  {experiment or '-'}  {step}: {decision}\n    {reason}" for at, experiment, step, decision, reason in decisions]
+    return table + "\n\n" + ("\n".join(lines) if lines else "(no decisions)")

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from driftloop import experiments, registry, serving
+from driftloop.cli import app
 from driftloop.ingest import ingest
 from driftloop.spec import ModelSpec, get_spec
 from landing import land
@@ -271,6 +273,11 @@ def test_a_promoted_champion_that_degrades_is_rolled_back(world):
         alert = conn.execute("select severity, details ->> 'reason' from ops.alerts where summary like '%rollback'").fetchone()
     assert alert[0] == "warning" and "degraded" in alert[1]
     assert experiments.step_watch(url, spec) is None  # nothing is watched anymore
+    # and the command line explains it from the warehouse alone
+    shown = CliRunner().invoke(app, ["decisions", "--model", "churn", "--url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "rolled_back" in shown.output and "watch: rollback" in shown.output and "Roll back: the new champion degraded" in shown.output
+    assert shown.output.index("sequential_test: promote") < shown.output.index("watch: rollback")
 
 
 def test_a_healthy_champion_is_kept_when_the_window_ends(world):
