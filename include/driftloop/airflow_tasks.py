@@ -211,6 +211,8 @@ def experiment_look(model_name: str, run_id: str) -> dict[str, Any]:
     if decision.action not in ("continue", "ramp", "reallocate"):
         return {"done": True, "action": decision.action, "reason": decision.reason}
     experiment = experiments.running_experiment(url, model_name)
+    if experiment is None:  # ended by someone else since this look
+        return {"done": True, "action": "ended", "reason": "the experiment ended elsewhere"}
     return {"done": False, "action": decision.action, "reason": decision.reason, "as_of": as_of.isoformat(),
             "experiment_id": experiment["experiment_id"],
             "deadline": (experiment["started_at"] + spec.promotion.online.max_duration).isoformat()}  # fmt: skip

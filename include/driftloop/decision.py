@@ -784,10 +784,15 @@ def _reason(
             else f"epsilon-greedy (epsilon {policy.epsilon:g}): the "
             f"{'treatment' if allocation['posterior_p_treatment_better'] > 0.5 else 'control'} leads"
         )
+        change = (
+            f"Reallocate from {evidence.treatment_share:.0%} to {next_allocation:.0%} of the units"
+            if not math.isclose(next_allocation, evidence.treatment_share)
+            else f"New allocation period, still at {next_allocation:.0%} (a change below {policy.min_share_change:.0%} is not applied)"
+        )
         return (
-            f"Reallocate from {evidence.treatment_share:.0%} to {next_allocation:.0%} of the units: {how}, clipped to "
-            f"[{policy.bandit_min_share:.0%}, {policy.bandit_max_share:.0%}]; guardrails pass at this allocation; "
-            f"{estimate}; always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
+            f"{change}: {how}, clipped to [{policy.bandit_min_share:.0%}, {policy.bandit_max_share:.0%}]; "
+            f"guardrails pass at this allocation; {estimate}; always-valid p(better) = "
+            f"{test['always_valid_p_value_better']:.3g}."
         )
     if not test["enough_labels"]:
         return (

@@ -608,6 +608,7 @@ def test_a_small_share_change_keeps_the_allocation_but_closes_the_period():
     decision = decide(evidence, policy)
     assert decision.action == "reallocate" and decision.next_allocation == 0.50
     assert decision.statistics["allocation"]["target_share"] == 0.50
+    assert decision.reason.startswith("New allocation period, still at 50%")
 
 
 def test_steps_are_weighted_by_their_pooled_variance():
