@@ -277,6 +277,9 @@ def _complete_rollback(url: str, spec: ModelSpec, experiment: dict[str, Any], re
     """The previous champion back (registry alias, then allocation and status in one transaction)."""
     previous, demoted = experiment["champion_version"], experiment["challenger_version"]
     registry.set_alias(url, spec.name, registry.CHAMPION, previous, _retrain_run_of(url, spec.name, previous))
+    client = registry.client()  # tags before the status: a crash in between is redone by reconcile
+    client.set_model_version_tag(spec.name, demoted, "driftloop.status", "rolled_back")
+    client.set_model_version_tag(spec.name, demoted, "driftloop.rolled_back_because", reason[:4000])
     with warehouse.connect(url) as conn, conn.transaction():
         _lock(conn, spec.name)
         _set_allocation(conn, spec.name, None, previous, None, 0.0)
@@ -291,9 +294,6 @@ def _complete_rollback(url: str, spec: ModelSpec, experiment: dict[str, Any], re
                             evidence={"champion_version": previous, "rolled_back_version": demoted, "treatment_share": 0.0},
                             airflow_run_id=airflow_run_id)  # fmt: skip
             _notify(conn, spec, experiment["experiment_id"], "rollback", reason)
-    client = registry.client()
-    client.set_model_version_tag(spec.name, demoted, "driftloop.status", "rolled_back")
-    client.set_model_version_tag(spec.name, demoted, "driftloop.rolled_back_because", reason[:4000])
 
 
 def _last_decision(url: str, experiment_id: str, step: str, decision: str) -> str | None:
