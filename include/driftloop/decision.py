@@ -852,7 +852,7 @@ class WatchPolicy:
     its success rate fell by more than ``max_success_rate_drop`` (null: drop <= margin), or when its
     latency p95 or error rate grew beyond the guardrails; at the end of the window it is kept."""
 
-    window_hours: float = 48.0
+    window_hours: float = 72.0  # the spec default (promotion.watch.window, 3d)
     max_success_rate_drop: float = 0.03  # absolute, on the primary 0/1 outcome
     min_labelled: int = 200  # labelled predictions since the promotion before the test counts
     alpha: float = 0.05
