@@ -15,7 +15,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 
-.PHONY: dbt-manifest install demo test test-unit lint lock warehouse-up migrate airflow-settings airflow-ui bench clean
+.PHONY: dbt-manifest install demo test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow-ui bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ test: install ## lint, then the whole suite: unit, integration (real PostgreSQL)
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
+
+test-fast: install ## the inner loop (a few minutes): unit and the quick integration tests, no DAG runs
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit tests/integration
+
+# The whole suite with every process's clock a year ahead (the embedded PostgreSQL, dbt and Airflow's
+# subprocesses too: libfaketime through LD_PRELOAD): a result that depends on the wall clock shows here.
+CLOCK_AHEAD ?= +365d
+test-clock-ahead: install ## the suite with the clock moved a year ahead (CLOCK_AHEAD=+730d, ... to change it)
+	eval "$$($(BIN)/python-libfaketime)" && FAKETIME="$(CLOCK_AHEAD)" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check dags include tests benchmarks

@@ -1,5 +1,8 @@
 """ingest__<model>: load new landed predictions and feedback into the warehouse, one DAG per spec.
 
+"Not in the future" and "still being written" are judged on the wall clock when the task runs (a
+scheduled run that starts late must not reject what landed after its interval); a replay or a
+simulation states its clock in the run conf: {"now": "2026-11-02T12:00:00+00:00"}.
 Wiring only: the work is driftloop.ingest (see include/driftloop/airflow_tasks.py).
 """
 
@@ -23,16 +26,16 @@ def build_ingest_dag(spec: ModelSpec):
     )
     def ingest_dag():
         @task
-        def ingest_predictions(run_id: str | None = None) -> dict:
-            from driftloop.airflow_tasks import run_ingest
+        def ingest_predictions(run_id: str | None = None, **context) -> dict:
+            from driftloop.airflow_tasks import run_ingest, stated_clock
 
-            return run_ingest(spec.name, "predictions", run_id or "manual")
+            return run_ingest(spec.name, "predictions", run_id or "manual", now=stated_clock(context))
 
         @task
-        def ingest_feedback(run_id: str | None = None) -> dict:
-            from driftloop.airflow_tasks import run_ingest
+        def ingest_feedback(run_id: str | None = None, **context) -> dict:
+            from driftloop.airflow_tasks import run_ingest, stated_clock
 
-            return run_ingest(spec.name, "feedback", run_id or "manual")
+            return run_ingest(spec.name, "feedback", run_id or "manual", now=stated_clock(context))
 
         @task(outlets=[raw_asset(spec.name)])
         def publish_raw(predictions: dict, feedback: dict, outlet_events=None) -> dict:

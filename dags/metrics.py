@@ -46,8 +46,10 @@ def metrics():
             dbt_executable_path=str(Path(sys.executable).parent / "dbt"), invocation_mode=InvocationMode.DBT_RUNNER
         ),
         render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, test_behavior=TestBehavior.BUILD, emit_datasets=False),
-        # the build's clock for label maturity: the end of the run's data interval, not "now"
-        operator_args={"vars": {"as_of": "{{ data_interval_end }}"}, "install_deps": False},
+        # the build's clock for label maturity: the clock the run states (a replay, the demo), else the end
+        # of its data interval; never the wall clock
+        operator_args={"vars": {"as_of": "{{ (dag_run.conf or {}).get('now') or data_interval_end }}"},
+                       "install_deps": False},  # fmt: skip
         default_args={"owner": "driftloop", "retries": 2},
     )
 

@@ -25,10 +25,11 @@ def build_profile_dag(spec: ModelSpec):
     )
     def profile_dag():
         @task(outlets=[profiles_asset(spec.name)])
-        def profile_new_windows() -> dict:
-            from driftloop.airflow_tasks import run_profiling
+        def profile_new_windows(**context) -> dict:
+            from driftloop.airflow_tasks import run_clock, run_profiling
 
-            return run_profiling(spec.name)
+            # windows close by the run's clock, not the wall clock
+            return run_profiling(spec.name, now=run_clock(context))
 
         profile_new_windows()
 

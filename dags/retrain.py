@@ -52,12 +52,12 @@ def build_retrain_dag(spec: ModelSpec):
             return PokeReturnValue(is_done=fired is not None, xcom_value=fired)
 
         @task(outlets=[challenger_asset(spec.name)])
-        def train_challenger(fired: dict, dag_run=None, outlet_events=None) -> dict:
+        def train_challenger(fired: dict, dag_run=None, outlet_events=None, **context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from driftloop.airflow_tasks import run_retrain
+            from driftloop.airflow_tasks import run_clock, run_retrain
 
-            result = run_retrain(spec.name, fired, run_key=f"{dag_run.dag_id}/{dag_run.run_id}")
+            result = run_retrain(spec.name, fired, run_key=f"{dag_run.dag_id}/{dag_run.run_id}", as_of=run_clock(context))
             if result["status"] not in ("succeeded", "done"):
                 raise AirflowSkipException(result.get("message") or result["status"])
             outlet_events[challenger_asset(spec.name)].extra = {

@@ -42,7 +42,9 @@ def landing_root_from_airflow() -> str:
     return landing_root(value)
 
 
-def run_ingest(model_name: str, kind: str, run_id: str) -> dict[str, Any]:
+def run_ingest(model_name: str, kind: str, run_id: str, now: Any = None) -> dict[str, Any]:
+    """Load one kind of landed file. ``now`` (default: the wall clock) is the clock "not in the future"
+    and "still being written" are judged on."""
     from driftloop import warehouse
     from driftloop.ingest import ingest
     from driftloop.spec import get_spec
@@ -50,7 +52,8 @@ def run_ingest(model_name: str, kind: str, run_id: str) -> dict[str, Any]:
     url = warehouse.resolve_url(use_airflow=True)
     warehouse.migrate(url)  # a no-op when applied; lets a new warehouse work without a separate step
     warehouse.sync_specs(url)
-    result = ingest(get_spec(model_name), landing_root=landing_root_from_airflow(), url=url, run_id=run_id, kinds=[kind])
+    result = ingest(get_spec(model_name), landing_root=landing_root_from_airflow(), url=url, run_id=run_id, kinds=[kind],
+                    now=_aware(now))  # fmt: skip
     failed = [f.path for f in result.files if f.status == "failed"]
     summary = {
         "kind": kind,
@@ -152,8 +155,36 @@ def retrain_gate(model_name: str, manual_reason: str | None = None) -> dict[str,
     return gate.as_dict() if gate.fire else None
 
 
-def run_retrain(model_name: str, fired: dict[str, Any], run_key: str) -> dict[str, Any]:
-    """Train, log and register a challenger for the trigger the sensor let through."""
+def _aware(value: Any) -> Any:
+    """A datetime (or ISO 8601 text, as run conf carries it) as an aware UTC datetime; None stays None."""
+    from datetime import UTC, datetime
+
+    if value is None or value == "":
+        return None
+    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if stamp.tzinfo is None:
+        raise ValueError(f"the run's clock must carry a UTC offset (got {value!r})")
+    return stamp.astimezone(UTC)
+
+
+def stated_clock(context: dict[str, Any]) -> Any:
+    """The clock a run states in its conf (``{"now": "2026-11-02T12:00:00+00:00"}``: a replay, the demo,
+    a simulation), else None."""
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    return _aware(conf.get("now"))
+
+
+def run_clock(context: dict[str, Any]) -> Any:
+    """The run's "now" for windowed work (Airflow's best practice: never the wall clock): the clock the
+    run states, else the end of its data interval, else its logical date; None (the wall clock) for a
+    run that has none (an Airflow 3 manual run without a logical date)."""
+    return stated_clock(context) or _aware(context.get("data_interval_end") or context.get("logical_date"))
+
+
+def run_retrain(model_name: str, fired: dict[str, Any], run_key: str, as_of: Any = None) -> dict[str, Any]:
+    """Train, log and register a challenger for the trigger the sensor let through; ``as_of`` is the
+    run's clock (the training window ends there)."""
     from driftloop import retrain, warehouse
     from driftloop.spec import get_spec
 
@@ -165,6 +196,7 @@ def run_retrain(model_name: str, fired: dict[str, Any], run_key: str) -> dict[st
         reason=fired.get("reason") or "",
         evidence=fired.get("evidence") or {},
         respect_cooldown=fired.get("trigger") != "manual",
+        as_of=as_of,
     )
 
 

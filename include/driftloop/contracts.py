@@ -97,8 +97,9 @@ class PredictionEvent(_Event):
             raise ValueError(f"class probabilities must sum to 1 (sum {sum(values):.4f})")
         return value
 
-    def check_against(self, spec: ModelSpec) -> list[str]:
-        """What in this event breaks the spec (empty when it conforms). Used by writers before logging."""
+    def check_against(self, spec: ModelSpec, now: datetime | None = None) -> list[str]:
+        """What in this event breaks the spec (empty when it conforms). Used by writers before logging;
+        ``now`` (default: the wall clock) is the writer's clock for "not in the future"."""
         problems = []
         if self.model_name != spec.name:
             problems.append(f"model_name {self.model_name!r} is not {spec.name!r}")
@@ -116,7 +117,7 @@ class PredictionEvent(_Event):
                 problems.append(f"feature {feature.name!r} value {value!r} is not one of {feature.categories}")
             elif feature.type is FeatureType.boolean and not isinstance(value, bool):
                 problems.append(f"feature {feature.name!r} must be true or false")
-        if self.request_ts > datetime.now(UTC):
+        if self.request_ts > (now or datetime.now(UTC)):
             problems.append("request_ts is in the future")
         if spec.task is Task.binary and isinstance(self.scores, dict) and set(self.scores) != set(spec.classes):
             problems.append(f"scores must have exactly the classes {spec.classes}")

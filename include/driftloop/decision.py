@@ -205,6 +205,9 @@ class Policy:
     min_labelled_per_arm: int = 200
     srm_p_value_threshold: float = 0.001
     max_latency_p95_ratio: float = 1.10
+    # the latency guardrail breaches only when the p95 is both over the ratio AND this many ms slower:
+    # p95s of a millisecond or two differ by scheduling noise, and a ratio of them means nothing
+    latency_p95_tolerance_ms: float = 5.0
     max_error_rate_increase: float = 0.005
     min_assigned_for_guardrails: int = 200  # per arm at the current allocation
     max_duration_hours: float = 14 * 24
@@ -238,6 +241,8 @@ class Policy:
             )
         if not 0 < self.min_share_change < 1:
             raise ValueError(f"min_share_change must be in (0, 1), got {self.min_share_change}")
+        if not self.latency_p95_tolerance_ms >= 0:
+            raise ValueError(f"latency_p95_tolerance_ms must be >= 0, got {self.latency_p95_tolerance_ms}")
 
     @property
     def is_bandit(self) -> bool:
@@ -265,6 +270,18 @@ class Decision:
 
 
 # --- statistics, vectorised over experiments (leading axes) and allocation steps (last axis) ---
+
+
+def latency_breach(
+    treatment_p95_ms: np.ndarray, control_p95_ms: np.ndarray, max_ratio: float, tolerance_ms: float
+) -> np.ndarray:
+    """The latency guardrail: the treatment's p95 is over ``max_ratio`` times the control's AND more than
+    ``tolerance_ms`` slower. The absolute tolerance keeps sub-millisecond noise (0.5 ms vs 0.9 ms is a
+    ratio of 1.8) from rejecting or rolling back a good model; the ratio keeps a large model's few
+    milliseconds of jitter from doing the same."""
+    treatment = np.asarray(treatment_p95_ms, dtype=float)
+    control = np.asarray(control_p95_ms, dtype=float)
+    return (treatment > max_ratio * control) & (treatment - control > tolerance_ms)
 
 
 def sample_ratio_mismatch(
@@ -453,7 +470,7 @@ def _evaluate_looks(
     counts: _StepCounts,
     *,
     guardrails_measured: np.ndarray,
-    latency_p95_ratio: np.ndarray,
+    latency_breached: np.ndarray,
     error_rate_increase: np.ndarray,
     treatment_assigned_at_step: np.ndarray,
     current_share: np.ndarray,
@@ -496,8 +513,7 @@ def _evaluate_looks(
     p_value_futility = running(previous_p_value_futility, log_lr_futility)
 
     guardrail_breach = guardrails_measured & (
-        (latency_p95_ratio > policy.max_latency_p95_ratio)
-        | (error_rate_increase > policy.max_error_rate_increase)
+        np.asarray(latency_breached, dtype=bool) | (error_rate_increase > policy.max_error_rate_increase)
     )
     if policy.is_bandit:
         # A bandit closes an allocation period once its guardrails were measured there and the test counts
@@ -562,6 +578,8 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
     counts = _step_counts(steps)
     control, treatment = evidence.control, evidence.treatment
     latency_p95_ratio = treatment.latency_p95_ms / control.latency_p95_ms
+    latency_breached = bool(latency_breach(treatment.latency_p95_ms, control.latency_p95_ms,
+                                           policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))  # fmt: skip
     error_rate_increase = treatment.error_rate - control.error_rate
     guardrails_measured = min(control.n_assigned, treatment.n_assigned) >= policy.min_assigned_for_guardrails
     next_ramp_share = policy.next_ramp_share(evidence.treatment_share)
@@ -569,7 +587,7 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
     looks = _evaluate_looks(
         counts,
         guardrails_measured=np.array([guardrails_measured]),
-        latency_p95_ratio=np.array([latency_p95_ratio]),
+        latency_breached=np.array([latency_breached]),
         error_rate_increase=np.array([error_rate_increase]),
         treatment_assigned_at_step=np.array([treatment.n_assigned]),
         current_share=np.array([evidence.treatment_share]),
@@ -636,6 +654,9 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
             "min_assigned_per_arm": policy.min_assigned_for_guardrails,
             "latency_p95_ratio": latency_p95_ratio,
             "max_latency_p95_ratio": policy.max_latency_p95_ratio,
+            "latency_p95_increase_ms": treatment.latency_p95_ms - control.latency_p95_ms,
+            "latency_p95_tolerance_ms": policy.latency_p95_tolerance_ms,
+            "latency_breached": latency_breached,
             "error_rate_increase": error_rate_increase,
             "max_error_rate_increase": policy.max_error_rate_increase,
         },
@@ -737,10 +758,11 @@ def _reason(
         )
     if rule == "guardrail_breach":
         breaches = []
-        if guardrails["latency_p95_ratio"] > policy.max_latency_p95_ratio:
+        if guardrails["latency_breached"]:
             breaches.append(
-                f"latency p95 is {guardrails['latency_p95_ratio']:.2f}x the control ({treatment.latency_p95_ms:.0f} ms vs "
-                f"{control.latency_p95_ms:.0f} ms, limit {policy.max_latency_p95_ratio:.2f}x)"
+                f"latency p95 is {guardrails['latency_p95_ratio']:.2f}x the control ({treatment.latency_p95_ms:.1f} ms vs "
+                f"{control.latency_p95_ms:.1f} ms, limit {policy.max_latency_p95_ratio:.2f}x and "
+                f"+{policy.latency_p95_tolerance_ms:g} ms)"
             )
         if guardrails["error_rate_increase"] > policy.max_error_rate_increase:
             breaches.append(
@@ -772,8 +794,9 @@ def _reason(
     if rule == "ramp":
         return (
             f"Ramp from {evidence.treatment_share:.0%} to {next_allocation:.0%}: guardrails pass with "
-            f"{treatment.n_assigned:,} treatment units at this step (latency p95 ratio {guardrails['latency_p95_ratio']:.2f} "
-            f"<= {policy.max_latency_p95_ratio:.2f}, error-rate increase {guardrails['error_rate_increase']:+.2%} "
+            f"{treatment.n_assigned:,} treatment units at this step (latency p95 ratio {guardrails['latency_p95_ratio']:.2f}, "
+            f"{guardrails['latency_p95_increase_ms']:+.1f} ms: no breach of {policy.max_latency_p95_ratio:.2f}x and "
+            f"+{policy.latency_p95_tolerance_ms:g} ms; error-rate increase {guardrails['error_rate_increase']:+.2%} "
             f"<= {policy.max_error_rate_increase:+.2%}); always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
         )
     if rule == "reallocate":
@@ -858,12 +881,15 @@ class WatchPolicy:
     alpha: float = 0.05
     mixing_sd: float = 0.02
     max_latency_p95_ratio: float = 1.25  # p95 after / p95 during the experiment
+    latency_p95_tolerance_ms: float = 5.0  # ... and more than this many ms slower (see latency_breach)
     max_error_rate_increase: float = 0.005
     min_assigned_for_guardrails: int = 200
 
     def __post_init__(self) -> None:
         if not self.window_hours >= 0 or not self.max_success_rate_drop >= 0:
             raise ValueError("window_hours and max_success_rate_drop must be >= 0")
+        if not self.latency_p95_tolerance_ms >= 0:
+            raise ValueError(f"latency_p95_tolerance_ms must be >= 0, got {self.latency_p95_tolerance_ms}")
         if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
             raise ValueError(f"alpha must be in (0, 1) and mixing_sd > 0, got {self.alpha}, {self.mixing_sd}")
 
@@ -922,10 +948,10 @@ def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
     previous = evidence.previous or SequentialState()
     measured = min(during.n_assigned, after.n_assigned) >= policy.min_assigned_for_guardrails
     latency_p95_ratio = after.latency_p95_ms / during.latency_p95_ms
+    latency_breached = bool(latency_breach(after.latency_p95_ms, during.latency_p95_ms,
+                                           policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))  # fmt: skip
     error_rate_increase = after.error_rate - during.error_rate
-    breach = measured and (
-        latency_p95_ratio > policy.max_latency_p95_ratio or error_rate_increase > policy.max_error_rate_increase
-    )
+    breach = measured and (latency_breached or error_rate_increase > policy.max_error_rate_increase)
     rule_index, p_value, difference, variance = _evaluate_watch(
         np.array(during.n_labelled), np.array(during.successes), np.array(after.n_labelled), np.array(after.successes),
         guardrail_breach=np.array(breach), hours_elapsed=evidence.hours_elapsed,
@@ -964,6 +990,9 @@ def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
             "min_assigned": policy.min_assigned_for_guardrails,
             "latency_p95_ratio": latency_p95_ratio,
             "max_latency_p95_ratio": policy.max_latency_p95_ratio,
+            "latency_p95_increase_ms": after.latency_p95_ms - during.latency_p95_ms,
+            "latency_p95_tolerance_ms": policy.latency_p95_tolerance_ms,
+            "latency_breached": latency_breached,
             "error_rate_increase": error_rate_increase,
             "max_error_rate_increase": policy.max_error_rate_increase,
         },
@@ -979,9 +1008,9 @@ def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
         )
     elif rule == "guardrail_breach":
         reason = (
-            f"Roll back: guardrail breached since the promotion: latency p95 {after.latency_p95_ms:.0f} ms vs "
-            f"{during.latency_p95_ms:.0f} ms (ratio {latency_p95_ratio:.2f}, limit {policy.max_latency_p95_ratio:.2f}), "
-            f"error rate {after.error_rate:.2%} vs {during.error_rate:.2%} (limit +{policy.max_error_rate_increase:.2%})."
+            f"Roll back: guardrail breached since the promotion: latency p95 {after.latency_p95_ms:.1f} ms vs "
+            f"{during.latency_p95_ms:.1f} ms (ratio {latency_p95_ratio:.2f}, limit {policy.max_latency_p95_ratio:.2f}x "
+            f"and +{policy.latency_p95_tolerance_ms:g} ms), error rate {after.error_rate:.2%} vs {during.error_rate:.2%} (limit +{policy.max_error_rate_increase:.2%})."
         )
     elif rule == "window_passed":
         reason = (
@@ -1076,6 +1105,7 @@ def simulate_experiments(
     *,
     assigned_treatment_share: float | None = None,
     latency_p95_ratio: float = 1.0,
+    control_latency_p95_ms: float = 20.0,
 ) -> SimulationResult:
     """Run many experiments hour by hour, deciding after every hour with the rules of ``decide``.
 
@@ -1144,7 +1174,9 @@ def simulate_experiments(
                 assigned_control[live, live_step], assigned_treatment[live, live_step]
             )
             >= policy.min_assigned_for_guardrails,
-            latency_p95_ratio=np.full(live.size, latency_p95_ratio),
+            latency_breached=np.full(live.size, bool(latency_breach(
+                latency_p95_ratio * control_latency_p95_ms, control_latency_p95_ms,
+                policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))),  # fmt: skip
             error_rate_increase=np.zeros(live.size),
             treatment_assigned_at_step=assigned_treatment[live, live_step],
             current_share=planned_share,

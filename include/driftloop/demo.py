@@ -42,13 +42,20 @@ def _say(message: str) -> None:
 
 
 def run_demo(
-    model_name: str = "churn", day: date | None = None, rows_per_hour: int = 200, seed: int = 7, with_metrics: bool = True
+    model_name: str = "churn", day: date | None = None, rows_per_hour: int = 200, seed: int = 7, with_metrics: bool = True,
+    now: datetime | None = None,
 ) -> dict:
+    """``now`` is the demo's clock: labels have arrived up to it, and every DAG runs with it as its logical
+    date, so the story is the same whatever the wall clock says. Default: the wall clock, and ``day``
+    yesterday; with only ``day`` given, noon of the day after it."""
     from driftloop.simulate import Scenario, land_awaiting_prediction, simulate, write_fault_files
 
     started = time.perf_counter()
     spec = get_spec(model_name)
-    now = datetime.now(UTC)
+    if now is None:
+        now = datetime.now(UTC) if day is None else datetime(day.year, day.month, day.day, 12, tzinfo=UTC) + timedelta(days=1)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
     day = day or (now - timedelta(days=1)).date()
     day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -85,12 +92,13 @@ def run_demo(
     local_airflow.configure_environment()
 
     _say(f"== 3. ingest__{model_name} runs (dag.test)")
-    first = local_airflow.run_dag(f"ingest__{model_name}")
+    clock = {"now": now.isoformat()}  # the run conf that states the demo's clock to ingest__<model>
+    first = local_airflow.run_dag(f"ingest__{model_name}", run_conf=clock, logical_date=now)
     _say(f"   run {first.run_id}: {first.state}  {local_airflow.task_states(first)}")
     waiting = ingest_summary(url, model_name)["feedback_awaiting_prediction"]
     _say(f"   feedback waiting for a prediction that has not landed yet: {waiting}")
     land_awaiting_prediction(spec, root, day.isoformat(), now)
-    second = local_airflow.run_dag(f"ingest__{model_name}")
+    second = local_airflow.run_dag(f"ingest__{model_name}", run_conf=clock, logical_date=now)
     _say(f"   a late prediction lands; run {second.run_id}: {second.state}  {local_airflow.task_states(second)}")
 
     _say("== 4. what the warehouse holds now\n")
@@ -101,7 +109,7 @@ def run_demo(
         _say("\n== 5. profiles (whylogs) and the metrics marts (dbt through cosmos)")
         from driftloop import registry, retrain
 
-        booted = retrain.bootstrap(url, spec, training_end=day_start - timedelta(days=1), seed=seed)
+        booted = retrain.bootstrap(url, spec, training_end=day_start - timedelta(days=1), seed=seed, now=now)
         _say(f"   champion: {model_name} version {booted['model_version']} in MLflow ({registry.tracking_uri()}), "
              f"{'trained now on simulated example data' if booted['status'] == 'succeeded' else 'already there'}; "
              "its training data is the reference profile")  # fmt: skip
@@ -109,17 +117,18 @@ def run_demo(
         if booted["model_version"] != version and not has_reference(url, model_name, version):
             # the simulated traffic says version 1 served it; a registry from earlier runs may hold more
             store_simulated_reference(url, spec, version, training_end=day_start - timedelta(days=1), seed=seed)
-        profiled = local_airflow.run_dag(f"profile__{model_name}")
+        profiled = local_airflow.run_dag(f"profile__{model_name}", run_conf=clock, logical_date=now)
         _say(f"   profile__{model_name}: {profiled.state}")
         os.environ["AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE"] = warehouse.airflow_connection_json(url)
-        built = local_airflow.run_dag("metrics")
+        built = local_airflow.run_dag("metrics", run_conf=clock, logical_date=now)
         states = local_airflow.task_states(built)
         _say(f"   metrics: {built.state} ({sum(s == 'success' for s in states.values())}/{len(states)} tasks)\n")
         _say(format_marts(marts_sample(url, model_name, day_start)))
 
         _say(f"\n== 6. retraining: what marts.retrain_signals says, then a manual run of retrain__{model_name}")
         _say(f"   signals: {format_signals(url, model_name)}")
-        trained = local_airflow.run_dag(f"retrain__{model_name}", run_conf={"reason": "make demo: show a retrain"})
+        trained = local_airflow.run_dag(f"retrain__{model_name}", run_conf={"reason": "make demo: show a retrain", **clock},
+                                        logical_date=now)  # fmt: skip
         _say(f"   retrain__{model_name}: {trained.state}  {local_airflow.task_states(trained)}")
         _say(format_retrain(url, model_name))
     _say(f"\nDone in {time.perf_counter() - started:.0f}s. Query it yourself: psql \"{warehouse.redact(url)}\"")

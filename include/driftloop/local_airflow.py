@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ def ensure_metadata_db() -> None:
     marker.write_text(airflow.__version__)
 
 
-def run_dag(dag_id: str, run_conf: dict[str, Any] | None = None):
-    """Run one DAG of the dags folder with dag.test(); returns the DagRun."""
+def run_dag(dag_id: str, run_conf: dict[str, Any] | None = None, logical_date: datetime | None = None):
+    """Run one DAG of the dags folder with dag.test(); returns the DagRun. ``logical_date`` is the run's
+    clock (its data interval follows from the timetable); default: now."""
     ensure_metadata_db()
     from airflow.dag_processing.dagbag import DagBag
 
@@ -55,7 +57,7 @@ def run_dag(dag_id: str, run_conf: dict[str, Any] | None = None):
     dag = bag.get_dag(dag_id)
     if dag is None:
         raise KeyError(f"no DAG {dag_id!r} in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}")
-    return dag.test(run_conf=run_conf)
+    return dag.test(run_conf=run_conf, logical_date=logical_date)
 
 
 def task_states(dag_run) -> dict[str, str]:

@@ -132,15 +132,17 @@ def _update(url: str, retrain_run_id: int, **columns: Any) -> None:
         )
 
 
-def _fail(url: str, spec: ModelSpec, retrain_run_id: int, run_key: str, error: BaseException) -> None:
+def _fail(url: str, spec: ModelSpec, retrain_run_id: int, run_key: str, error: BaseException,
+          finished_at: datetime | None = None) -> None:  # fmt: skip
     from driftloop.alerts import enqueue_alert
 
     message = f"{type(error).__name__}: {error}"[:4000]
     try:
         with warehouse.connect(url) as conn, conn.transaction():
             conn.execute(
-                "update ops.retrain_runs set status = 'failed', finished_at = now(), error = %s where retrain_run_id = %s",
-                (message, retrain_run_id),
+                "update ops.retrain_runs set status = 'failed', finished_at = coalesce(%s, now()), error = %s "
+                "where retrain_run_id = %s",
+                (finished_at, message, retrain_run_id),
             )
             enqueue_alert(
                 conn,
@@ -349,14 +351,26 @@ def run_retrain(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, log and register a challenger of ``spec`` (see the module docstring). Returns a summary
-    with ``status`` (succeeded, done, busy, cooling_down) and, when a version exists, ``model_version``."""
+    with ``status`` (succeeded, done, busy, cooling_down) and, when a version exists, ``model_version``.
+
+    ``as_of`` is the attempt's clock (a DAG passes its data interval's end): the training window ends
+    there, and the attempt's start, the cool-down and the dead-worker timeout are measured on it, so a
+    replayed or simulated run sees the same world whatever the wall clock says. Default: the wall clock."""
     from driftloop import training
     from driftloop.profiling import store_reference
 
     url = warehouse.resolve_url(url)
     say = progress or (lambda message: log.info("%s", message))
+    wall_started = time.perf_counter()
+
+    def clock() -> datetime:
+        """The attempt's now: as_of, advanced by the time the attempt has taken."""
+        if as_of is None:
+            return datetime.now(UTC)
+        return as_of + timedelta(seconds=time.perf_counter() - wall_started)
+
     begun = begin(url, spec, run_key=run_key, trigger=trigger, reason=reason, evidence=evidence,
-                  respect_cooldown=respect_cooldown)  # fmt: skip
+                  respect_cooldown=respect_cooldown, now=as_of)  # fmt: skip
     if begun.status in ("busy", "cooling_down"):
         say(begun.message)
         return {"status": begun.status, "message": begun.message, "model_version": None}
@@ -379,7 +393,7 @@ def run_retrain(
             if data_loader is not None:
                 data = data_loader()
             else:
-                end = as_of or datetime.now(UTC)
+                end = as_of or clock()
                 data = training.load_training_data(url, spec, end - config.window, end, config.max_rows)
             timings["extract"] = time.perf_counter() - started
             say(f"{len(data.frame)} labelled rows ({data.source}) in {timings['extract']:.1f}s")
@@ -419,10 +433,10 @@ def run_retrain(
         store_reference(url, spec, dataclasses.replace(reference, model_version=str(version)))
         registry.set_alias(url, spec.name, alias, str(version), retrain_run_id)
         _update(url, retrain_run_id, model_version=str(version), alias=alias, mlflow_run_id=mlflow_run_id,
-                status="succeeded", finished_at=datetime.now(UTC))  # fmt: skip
+                status="succeeded", finished_at=clock())  # fmt: skip
         timings["finish"] = time.perf_counter() - finishing
     except BaseException as error:
-        _fail(url, spec, retrain_run_id, run_key, error)
+        _fail(url, spec, retrain_run_id, run_key, error, finished_at=clock())
         raise
     say(f"{spec.name} version {version} is now '{alias}'")
     return {"status": "succeeded", "model_version": str(version), "alias": alias, "retrain_run_id": retrain_run_id,
@@ -450,16 +464,17 @@ def _converge_champion(url: str, spec: ModelSpec, champion: registry.VersionInfo
 
 
 def bootstrap(url: str | None, spec: ModelSpec, *, rows: int = 20_000, seed: int = 42,
-              training_end: datetime | None = None, days: int = 14) -> dict[str, Any]:  # fmt: skip
+              training_end: datetime | None = None, days: int = 14, now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
     """Train and register the first champion of ``spec`` from simulated example data, when the registry
-    has no champion yet. Idempotent: with a champion it only reports it."""
+    has no champion yet. Idempotent: with a champion it only reports it. ``now`` is the attempt's clock
+    (``run_retrain``'s ``as_of``); the simulated data ends at ``training_end`` (default: ``now``)."""
     from driftloop import training
 
     found = registry.version_by_alias(spec.name, registry.CHAMPION)
     if found is not None:
         _converge_champion(warehouse.resolve_url(url), spec, found)
         return {"status": "exists", "model_version": found.version}
-    end = (training_end or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    end = (training_end or now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     return run_retrain(
         url, spec,
@@ -470,6 +485,7 @@ def bootstrap(url: str | None, spec: ModelSpec, *, rows: int = 20_000, seed: int
         alias=registry.CHAMPION,
         data_loader=lambda: training.simulated_training_data(spec, rows, start, end, seed),
         respect_cooldown=False,
+        as_of=now,
     )  # fmt: skip
 
 

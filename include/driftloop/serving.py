@@ -129,7 +129,8 @@ class EventLogger:
 class Router:
     """Serve ``model_name``: assign the request's unit to an arm, predict with that arm's model, log the
     contract event. ``models`` maps a version to an object with ``predict(DataFrame)`` (default: the
-    registry's ``models:/<name>/<version>``, loaded once)."""
+    registry's ``models:/<name>/<version>``, loaded once). ``latency`` replaces the measured latency
+    with a given one per version (simulations, tests)."""
 
     def __init__(
         self,
@@ -142,6 +143,7 @@ class Router:
         allocation: Allocation | None = None,
         logger: EventLogger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        latency: Callable[[str], float] | None = None,
     ) -> None:
         from driftloop import warehouse
         from driftloop.settings import landing_root as default_landing
@@ -151,6 +153,9 @@ class Router:
         self.model_name = model_name
         self.url = None if allocation is not None else warehouse.resolve_url(url)
         self.ttl_seconds, self.clock = ttl_seconds, clock
+        # (model version) -> latency in ms, logged instead of the measured time: simulations and tests
+        # give every arm its own seeded noise, so the story does not depend on the machine's load
+        self.latency = latency
         self._fixed = allocation
         self._allocation: Allocation | None = allocation
         self._read_at = float("-inf")
@@ -217,7 +222,7 @@ class Router:
             output = self.model(version).predict(row)
         except Exception as exc:  # a failed request is logged as such (and counts in the error rate)
             output, error = None, f"{type(exc).__name__}: {exc}"[:500]
-        latency_ms = (time.perf_counter() - started) * 1000.0
+        latency_ms = (time.perf_counter() - started) * 1000.0 if self.latency is None else float(self.latency(version))
         event = self._event(values, unit_id, segment, prediction_id, request_ts, variant, version,
                             experiment_id, latency_ms, output, error)  # fmt: skip
         self.logger.write(event)

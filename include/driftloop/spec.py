@@ -267,6 +267,8 @@ class Online(_Strict):
     min_labelled_per_arm: int = Field(default=200, ge=1)
     srm_p_value_threshold: float = Field(default=0.001, gt=0, lt=1)
     max_latency_p95_ratio: float = Field(default=1.10, gt=0)
+    # a latency breach needs the ratio above AND the p95 this many ms slower (sub-ms p95s are noise)
+    latency_p95_tolerance_ms: float = Field(default=5.0, ge=0)
     max_error_rate_increase: float = Field(default=0.005, ge=0)
     min_assigned_for_guardrails: int = Field(default=200, ge=1)
     max_duration: Duration = timedelta(days=14)  # then inconclusive: the champion keeps all traffic
@@ -307,6 +309,7 @@ class Watch(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     mixing_sd: float = Field(default=0.02, gt=0)
     max_latency_p95_ratio: float = Field(default=1.25, gt=0)
+    latency_p95_tolerance_ms: float = Field(default=5.0, ge=0)  # and this many ms slower (see online)
     max_error_rate_increase: float = Field(default=0.005, ge=0)
     min_assigned_for_guardrails: int = Field(default=200, ge=1)
     poke_interval: Duration = timedelta(hours=1)

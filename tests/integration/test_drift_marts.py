@@ -38,7 +38,7 @@ from driftloop.simulate import Scenario, feedback_lines, generate_predictions, p
 from driftloop.spec import ModelSpec, get_spec, load_spec
 from landing import land
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # dbt builds the marts (a minute or more)
 
 D0 = datetime(2026, 11, 16, tzinfo=UTC)
 D1 = D0 + timedelta(days=1)  # tenure_months shifts from here on; version "2" serves a share

@@ -74,12 +74,15 @@ def world(warehouse_url, tmp_path):
 def serve_and_label(url: str, root, spec: ModelSpec, accuracies: dict[str, float], n: int = 1200, seed: int = 1,
                     start: datetime | None = None) -> None:  # fmt: skip
     """n requests from n units through the router (stub models), from ``start`` (default: a minute after
-    the experiment started), their labels a few minutes later, ingested."""
+    the experiment started), their labels a few minutes later, ingested. Latencies are seeded lognormal
+    noise around 10 ms in every arm, never the machine's: a loaded machine must not move a guardrail."""
     rng = np.random.default_rng(seed)
+    latency_rng = np.random.default_rng(seed + 1000)
     start = start or started(url) + timedelta(minutes=1)
     logger = serving.EventLogger(root, "churn", max_events=100_000)
     models = {version: RightWithProbability(accuracy, seed + i) for i, (version, accuracy) in enumerate(accuracies.items())}
-    router = serving.Router("churn", url, logger=logger, models=models)
+    router = serving.Router("churn", url, logger=logger, models=models,
+                            latency=lambda version: float(latency_rng.lognormal(np.log(10.0), 0.5)))  # fmt: skip
     feedback = []
     for i in range(n):
         truth = "churn" if rng.random() < 0.3 else "stay"

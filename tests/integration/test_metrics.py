@@ -46,7 +46,7 @@ from driftloop.simulate import Scenario, feedback_lines, generate_predictions, p
 from driftloop.spec import ModelSpec, get_spec, load_spec
 from landing import land
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # dbt builds the marts (a minute or more)
 
 DAY = datetime(2026, 11, 18, tzinfo=UTC)
 CUT = DAY + timedelta(hours=20)  # feedback known at the first build

@@ -209,6 +209,7 @@ def test_daily_profile_is_the_merge_of_its_hours(url, landed):
     assert day_summary["age"] == (len(day_frame), day_frame["age"].isna().sum())
 
 
+@pytest.mark.slow
 def test_rerun_replaces_windows_and_adds_no_rows(url):
     profile_windows(url, SPEC, D0, END, now=NOW)
     first = table_counts(url)
@@ -279,6 +280,7 @@ def test_null_features_are_counted_as_nulls(url):
     assert 0.05 < row[0] < 0.15 and 0 < row[1] < 1 and {i["value"] for i in row[3]} == {"True", "False"}
 
 
+@pytest.mark.slow
 def test_a_reference_stored_later_bins_the_stored_windows(url):
     profile_windows(url, SPEC, D0, END, now=NOW)
     assert query(url, "select count(*) from profiles.column_bins where model_version = '2'") == [(0,)]

@@ -255,6 +255,7 @@ def started_at(url: str, run_key: str):
 # marts.retrain_signals on real data
 
 
+@pytest.mark.slow
 def test_retrain_signals_count_new_labels_and_hold_the_cooldown(world):
     url, spec, tmp = world["url"], world["spec"], world["tmp"]
     (first,) = query(url, "select labels_loaded_until, started_at from ops.retrain_runs where run_key = 'test/first'")

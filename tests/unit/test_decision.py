@@ -87,8 +87,52 @@ def test_latency_guardrail_breach_rejects_with_the_numbers():
     assert (decision.action, decision.next_allocation) == ("reject", 0.0)
     assert decision.statistics["rule"] == "guardrail_breach"
     assert decision.statistics["guardrails"]["latency_p95_ratio"] == pytest.approx(1.5)
-    assert "1.50x" in decision.reason and "300 ms" in decision.reason and "200 ms" in decision.reason
+    assert "1.50x" in decision.reason and "300.0 ms" in decision.reason and "200.0 ms" in decision.reason
     assert "1.10x" in decision.reason
+
+
+@pytest.mark.parametrize(("control_p95", "treatment_p95"), [(0.5, 0.9), (1.0, 1.8), (0.2, 4.9), (2.0, 6.9)])
+def test_latency_noise_at_millisecond_p95s_is_no_breach(control_p95, treatment_p95):
+    # GIVEN p95s of a few milliseconds whose ratio is far over the limit but whose difference is under 5 ms
+    evidence = look(
+        arm("champion", 9000, 0.80, latency_p95_ms=control_p95), arm("challenger", 1000, 0.80, latency_p95_ms=treatment_p95)
+    )
+
+    # WHEN deciding
+    decision = decide(evidence, POLICY)
+
+    # THEN the guardrail holds (the experiment goes on), and the statistics say why
+    assert decision.action != "reject", decision.reason
+    assert decision.statistics["guardrails"]["latency_breached"] is False
+    assert decision.statistics["guardrails"]["latency_p95_ratio"] > POLICY.max_latency_p95_ratio
+
+
+@pytest.mark.parametrize(("control_p95", "treatment_p95"), [(0.8, 6.0), (20.0, 30.0), (1000.0, 1200.0)])
+def test_a_real_latency_regression_is_a_breach(control_p95, treatment_p95):
+    # GIVEN a treatment over the ratio and more than the tolerance slower
+    evidence = look(
+        arm("champion", 9000, 0.80, latency_p95_ms=control_p95), arm("challenger", 1000, 0.80, latency_p95_ms=treatment_p95)
+    )
+
+    # WHEN deciding
+    decision = decide(evidence, POLICY)
+
+    # THEN it is rejected by the guardrail
+    assert (decision.action, decision.statistics["rule"]) == ("reject", "guardrail_breach"), decision.reason
+    assert "+5 ms" in decision.reason
+
+
+def test_a_large_model_within_the_ratio_is_no_breach_though_many_ms_slower():
+    evidence = look(arm("champion", 9000, 0.80, latency_p95_ms=1000.0), arm("challenger", 1000, 0.80, latency_p95_ms=1080.0))
+    assert decide(evidence, POLICY).statistics["guardrails"]["latency_breached"] is False
+
+
+def test_the_latency_tolerance_is_the_policys():
+    evidence = look(arm("champion", 9000, 0.80, latency_p95_ms=1.0), arm("challenger", 1000, 0.80, latency_p95_ms=1.8))
+    strict = Policy(latency_p95_tolerance_ms=0.0)
+    assert decide(evidence, strict).statistics["rule"] == "guardrail_breach"
+    with pytest.raises(ValueError, match="latency_p95_tolerance_ms"):
+        Policy(latency_p95_tolerance_ms=-1.0)
 
 
 def test_error_rate_guardrail_breach_rejects():
@@ -699,7 +743,18 @@ def test_a_latency_regression_after_promotion_rolls_back():
         watch_look(arm("during", 3000, 0.90, latency_p95_ms=20.0), arm("after", 500, 0.90, latency_p95_ms=40.0)), WATCH
     )
     assert decision.action == "rollback" and decision.statistics["rule"] == "guardrail_breach"
-    assert "40 ms" in decision.reason and "2.00" in decision.reason
+    assert "40.0 ms" in decision.reason and "2.00" in decision.reason
+
+
+def test_a_healthy_champion_with_sub_millisecond_latency_noise_is_kept_watching():
+    # GIVEN the loaded-machine case: p95 0.5 ms in the experiment, 0.9 ms since the promotion (ratio 1.8)
+    decision = decide_watch(
+        watch_look(arm("during", 3000, 0.90, latency_p95_ms=0.5), arm("after", 600, 0.90, latency_p95_ms=0.9)), WATCH
+    )
+
+    # THEN no rollback: 0.4 ms is scheduling noise, not a regression
+    assert decision.action == "continue", decision.reason
+    assert decision.statistics["guardrails"]["latency_breached"] is False
 
 
 def test_too_few_labels_after_promotion_do_not_count():
