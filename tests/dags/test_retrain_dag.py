@@ -23,11 +23,12 @@ def test_manual_retrain_registers_a_challenger(dagbag, warehouse_url, tmp_path, 
     spec = fast_spec()
     sync(warehouse_url, spec)
     load_traffic(warehouse_url, spec, tmp_path / "landing", traffic(spec, TRAFFIC_START, NOW, per_hour=40), "traffic")
-    retrain.bootstrap(warehouse_url, spec, rows=3000, training_end=TRAFFIC_START)
+    retrain.bootstrap(warehouse_url, spec, rows=3000, training_end=TRAFFIC_START, now=TRAFFIC_START)
     monkeypatch.setenv("DRIFTLOOP_WAREHOUSE_URL", warehouse_url)
     dag = dagbag.get_dag("retrain__churn")
 
-    run = dag.test(run_conf={"reason": "a person asked for it"})
+    # the run's clock is the traffic's (its training window ends there), whatever the date today
+    run = dag.test(logical_date=NOW, run_conf={"reason": "a person asked for it", "now": NOW.isoformat()})
 
     assert run.state == "success"
     with psycopg.connect(warehouse_url) as conn:
@@ -37,3 +38,7 @@ def test_manual_retrain_registers_a_challenger(dagbag, warehouse_url, tmp_path, 
     assert row == (f"retrain__churn/{run.run_id}", "manual", "a person asked for it", "succeeded", "2")
     assert registry.version_by_alias("churn", "challenger").version == "2"
     assert registry.version_by_alias("churn", "champion").version == "1"
+    with psycopg.connect(warehouse_url) as conn:
+        started, data_end = conn.execute(
+            "select started_at, data_end from ops.retrain_runs where trigger = 'manual'").fetchone()  # fmt: skip
+    assert started == NOW and data_end <= NOW
