@@ -68,7 +68,7 @@ migrate: install
 
 airflow-settings: install ## load airflow_settings.yaml (connections, variables, pools) into $$AIRFLOW_HOME
 	$(BIN)/airflow db migrate >/dev/null
-	$(BIN)/python -m driftloop.airflow_settings import airflow_settings.yaml
+	$(BIN)/python -m driftloop.airflow.settings_import import airflow_settings.yaml
 
 airflow-ui: install ## Airflow (api-server, scheduler, dag-processor, triggerer) on http://localhost:8080
 	$(BIN)/airflow standalone

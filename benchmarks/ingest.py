@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ingest.py [--rows 1000000] [--files 10]
 
 Lands N predictions of a 20-feature binary model (JSON lines, split into hourly-sized files) and
-times `driftloop.ingest.ingest` (discover, read, parse, GX validation, dedup, COPY into the
+times `driftloop.ingest.loader.ingest` (discover, read, parse, GX validation, dedup, COPY into the
 partitioned raw.predictions and raw.prediction_keys, manifest) into a fresh warehouse database.
 The baseline is a plain COPY of the same rows, already in their final column form, into an empty
 table with the same columns. Prints rows/s for both and the ratio (goal: >= 0.5).
@@ -26,10 +26,10 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import psycopg  # noqa: E402
 
-from driftloop import warehouse  # noqa: E402
-from driftloop.ingest import ingest  # noqa: E402
-from driftloop.simulate import Scenario, generate_predictions, prediction_lines  # noqa: E402
-from driftloop.spec import ModelSpec  # noqa: E402
+from driftloop.core import warehouse  # noqa: E402
+from driftloop.core.spec import ModelSpec  # noqa: E402
+from driftloop.ingest.loader import ingest  # noqa: E402
+from driftloop.sim.world import Scenario, generate_predictions, prediction_lines  # noqa: E402
 
 COLUMNS = (
     "model_name", "prediction_id", "model_version", "variant", "experiment_id", "unit_id", "request_ts",

@@ -5,7 +5,7 @@
 Builds N simulated predictions of a 20-feature binary model (13 numeric features, 5 categorical,
 2 boolean; optional features with nulls) and profiles the frame the profiling DAG profiles (20
 features, the positive-class score, the predicted class: 22 columns) twice: with
-`driftloop.profiling.profile_frame` and with plain `whylogs.log(df).view()`. Prints rows/s for
+`driftloop.monitor.profiling.profile_frame` and with plain `whylogs.log(df).view()`. Prints rows/s for
 both and the ratio (goal: >= 3), then checks that the two views agree (counts, nulls, types and
 frequent items exact; both HLL estimates within 3 standard errors of the exact distinct count;
 mean and stddev within 1e-6 relative; every quantile of both views within the KLL rank error of
@@ -34,9 +34,9 @@ import pandas as pd  # noqa: E402
 import whylogs  # noqa: E402
 from whylogs.core.view import DatasetProfileView  # noqa: E402
 
-from driftloop.profiling import QUANTILES, profile_frame, profiling_frame  # noqa: E402
-from driftloop.simulate import Scenario, generate_predictions  # noqa: E402
-from driftloop.spec import ModelSpec  # noqa: E402
+from driftloop.core.spec import ModelSpec  # noqa: E402
+from driftloop.monitor.profiling import QUANTILES, profile_frame, profiling_frame  # noqa: E402
+from driftloop.sim.world import Scenario, generate_predictions  # noqa: E402
 
 
 def benchmark_spec() -> ModelSpec:

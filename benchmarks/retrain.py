@@ -14,7 +14,7 @@ DRIFTLOOP_WAREHOUSE_URL is set) and a fresh MLflow store (SQLite + artifacts in 
    give ~1M labelled rows); the first champion bootstrapped from 20,000 simulated rows (so the warm
    start candidate has a LightGBM booster to start from, when LightGBM wins the bootstrap).
 2. RETRAIN (measured, in a fresh process so its peak RSS is the retrain's own):
-   ``driftloop.retrain.run_retrain`` with the churn spec's training config (30-day window, time-based
+   ``driftloop.learn.retrain.run_retrain`` with the churn spec's training config (30-day window, time-based
    70/15/15 split, LightGBM with early stopping, logistic regression, warm start), logging everything
    to MLflow and registering the challenger.
 """
@@ -22,7 +22,6 @@ DRIFTLOOP_WAREHOUSE_URL is set) and a fresh MLflow store (SQLite + artifacts in 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -30,33 +29,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from argparse import Namespace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from driftloop import warehouse  # noqa: E402
-from driftloop.settings import specs_dir  # noqa: E402
-from driftloop.spec import load_spec  # noqa: E402
+from driftloop.core import warehouse  # noqa: E402
+from driftloop.core.settings import specs_dir  # noqa: E402
+from driftloop.core.spec import load_spec  # noqa: E402
+from driftloop.sim.bulk import HistoryPlan, load_history  # noqa: E402
 
 MODEL = "churn"
 GOAL_SECONDS = 300
 
 
-def _bench_metrics():
-    """benchmarks/metrics.py (its bulk loader writes raw tables the way ingest does)."""
-    spec = importlib.util.spec_from_file_location("bench_metrics", _HERE / "metrics.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_metrics"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def worker(url: str, as_of: str) -> None:
     """The measured part, in its own process: print the result as JSON on the last line."""
-    from driftloop import retrain
+    from driftloop.learn import retrain
 
     spec = load_spec(specs_dir() / f"{MODEL}.yaml")
     started = time.perf_counter()
@@ -80,7 +70,6 @@ def main() -> None:
         worker(*args.worker)
         return
 
-    bench = _bench_metrics()
     spec = load_spec(specs_dir() / f"{MODEL}.yaml")
     admin = warehouse.resolve_url()
     work = Path(tempfile.mkdtemp(prefix="dl-bench-retrain-"))
@@ -93,17 +82,14 @@ def main() -> None:
         warehouse.migrate(url)
         warehouse.sync_specs(url, {MODEL: spec})
         loading = time.perf_counter()
-        history = bench.load_history(
-            url, spec, Namespace(rows=args.rows, days=args.days, label_delay_hours=24.0, late_days=3.0, seed=args.seed),
-            s, str(work / "landing"),
-        )  # fmt: skip
+        history = load_history(url, spec, HistoryPlan(rows=args.rows, days=args.days, seed=args.seed), s, str(work / "landing"))
         with warehouse.connect(url, autocommit=True) as conn:
             conn.execute("vacuum analyze")  # what autovacuum would have done over a month
         print(f"setup: {history.predictions:,} predictions, {history.feedback:,} labels loaded "
               f"in {time.perf_counter() - loading:.0f} s")  # fmt: skip
-        from driftloop import retrain
+        from driftloop.sim import examples
 
-        boot = retrain.bootstrap(url, spec, rows=20_000, training_end=s - timedelta(days=args.days))
+        boot = examples.bootstrap(url, spec, rows=20_000, training_end=s - timedelta(days=args.days))
         print(f"setup: champion version {boot['model_version']} bootstrapped")
 
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -4,7 +4,7 @@
 
 Goal (the issue): p99 overhead < 1 ms.
 
-The router (driftloop.serving.Router) serves churn with a 10 % challenger allocation (fixed here,
+The router (driftloop.serve.router.Router) serves churn with a 10 % challenger allocation (fixed here,
 so no database is involved; the warehouse read happens once per TTL, 30 s by default), assigns each
 request's unit by hashing, builds the one-row model input, calls the model, builds the contract
 event and appends it to the landing-zone logger (rotating files, published by atomic rename).
@@ -32,8 +32,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from driftloop import serving  # noqa: E402
-from driftloop.spec import get_spec  # noqa: E402
+from driftloop.core.spec import get_spec  # noqa: E402
+from driftloop.serve import router as serving  # noqa: E402
 
 GOAL_MS = 1.0
 
@@ -44,7 +44,7 @@ class StubModel:
 
 
 def _requests(n: int) -> list[dict]:
-    from driftloop.simulate import FEATURE_PREFIX, generate_predictions
+    from driftloop.sim.world import FEATURE_PREFIX, generate_predictions
 
     spec = get_spec("churn")
     frame = generate_predictions(spec, n, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
@@ -68,11 +68,13 @@ def main() -> None:
         models = {"1": StubModel(), "2": StubModel()}
         if args.real_model:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-            from driftloop import registry, retrain, warehouse
+            from driftloop.core import warehouse
+            from driftloop.learn import registry
+            from driftloop.sim import examples
 
             url = warehouse.resolve_url()
             warehouse.migrate(url)
-            retrain.bootstrap(url, get_spec("churn"), rows=5000, training_end=datetime.now(UTC) - timedelta(days=1))
+            examples.bootstrap(url, get_spec("churn"), rows=5000, training_end=datetime.now(UTC) - timedelta(days=1))
             champion = registry.load_model("churn", "champion")
             models = {"1": champion, "2": champion}
         requests = _requests(args.predictions)

@@ -3,16 +3,16 @@
 "Not in the future" and "still being written" are judged on the wall clock when the task runs (a
 scheduled run that starts late must not reject what landed after its interval); a replay or a
 simulation states its clock in the run conf: {"now": "2026-11-02T12:00:00+00:00"}.
-Wiring only: the work is driftloop.ingest (see include/driftloop/airflow_tasks.py).
+Wiring only: the work is driftloop.ingest.loader (see include/driftloop/airflow/tasks.py).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from driftloop.airflow_tasks import dag_defaults
-from driftloop.assets import raw_asset
-from driftloop.spec import ModelSpec, load_specs
+from driftloop.airflow.assets import raw_asset
+from driftloop.airflow.tasks import dag_defaults
+from driftloop.core.spec import ModelSpec, load_specs
 
 
 def build_ingest_dag(spec: ModelSpec):
@@ -27,13 +27,13 @@ def build_ingest_dag(spec: ModelSpec):
     def ingest_dag():
         @task
         def ingest_predictions(run_id: str | None = None, **context) -> dict:
-            from driftloop.airflow_tasks import run_ingest, stated_clock
+            from driftloop.airflow.tasks import run_ingest, stated_clock
 
             return run_ingest(spec.name, "predictions", run_id or "manual", now=stated_clock(context))
 
         @task
         def ingest_feedback(run_id: str | None = None, **context) -> dict:
-            from driftloop.airflow_tasks import run_ingest, stated_clock
+            from driftloop.airflow.tasks import run_ingest, stated_clock
 
             return run_ingest(spec.name, "feedback", run_id or "manual", now=stated_clock(context))
 

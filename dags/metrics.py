@@ -16,10 +16,10 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, 
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
-from driftloop.airflow_tasks import dag_defaults
-from driftloop.assets import marts_asset, metrics_inputs
-from driftloop.settings import PROJECT_DIR
-from driftloop.spec import load_specs
+from driftloop.airflow.assets import marts_asset, metrics_inputs
+from driftloop.airflow.tasks import dag_defaults
+from driftloop.core.settings import PROJECT_DIR
+from driftloop.core.spec import load_specs
 
 DBT_PROJECT = PROJECT_DIR / "dbt_project"
 MANIFEST = DBT_PROJECT / "target" / "manifest.json"
@@ -60,7 +60,7 @@ def metrics():
     @task
     def source_freshness() -> dict:
         """Fails, and so alerts, when raw data stopped arriving (the sources' error_after)."""
-        from driftloop.airflow_tasks import run_source_freshness
+        from driftloop.airflow.tasks import run_source_freshness
 
         return run_source_freshness()
 

@@ -2,16 +2,16 @@
 
 Runs on the model's raw Asset; writes profiles.whylogs_profiles (hourly, merged daily),
 column_summaries and column_bins (on the reference's bin edges); emits the profiles Asset.
-Wiring only: the work is driftloop.profiling (see include/driftloop/airflow_tasks.py).
+Wiring only: the work is driftloop.monitor.profiling (see include/driftloop/airflow/tasks.py).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from driftloop.airflow_tasks import dag_defaults
-from driftloop.assets import profiles_asset, raw_asset
-from driftloop.spec import ModelSpec, load_specs
+from driftloop.airflow.assets import profiles_asset, raw_asset
+from driftloop.airflow.tasks import dag_defaults
+from driftloop.core.spec import ModelSpec, load_specs
 
 
 def build_profile_dag(spec: ModelSpec):
@@ -26,7 +26,7 @@ def build_profile_dag(spec: ModelSpec):
     def profile_dag():
         @task(outlets=[profiles_asset(spec.name)])
         def profile_new_windows(**context) -> dict:
-            from driftloop.airflow_tasks import run_clock, run_profiling
+            from driftloop.airflow.tasks import run_clock, run_profiling
 
             # windows close by the run's clock, not the wall clock
             return run_profiling(spec.name, now=run_clock(context))

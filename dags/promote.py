@@ -8,23 +8,23 @@ gives the challenger its first share in ops.traffic_allocation (what the serving
 a canary ramp, or Thompson sampling / epsilon-greedy (promotion.online.strategy). decide_when_ready is
 a deferrable sensor: it looks, then waits in the triggerer until promotion.online.poke_interval has
 passed and new predictions or labels were loaded; each look decides with the always-valid test
-(driftloop.decision), records it and applies ramps / reallocations; it finishes on promote (alias
+(driftloop.promote.decision), records it and applies ramps / reallocations; it finishes on promote (alias
 champion moves, 100 % to it), reject, halt (sample-ratio mismatch) or inconclusive (max duration).
 watch_new_champion then looks at a promoted champion the same way for promotion.watch.window and
 rolls it back when it degrades (skipped when nothing was promoted). Every step is in ops.decisions
 and the alert outbox.
-Wiring only: the work is driftloop.promotion and driftloop.experiments (include/driftloop/airflow_tasks.py,
-include/driftloop/airflow_sensors.py).
+Wiring only: the work is driftloop.promote.gate and driftloop.promote.experiments (include/driftloop/airflow/tasks.py,
+include/driftloop/airflow/sensors.py).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from driftloop.airflow_sensors import ExperimentLookSensor
-from driftloop.airflow_tasks import dag_defaults
-from driftloop.assets import challenger_asset
-from driftloop.spec import ModelSpec, load_specs
+from driftloop.airflow.assets import challenger_asset
+from driftloop.airflow.sensors import ExperimentLookSensor
+from driftloop.airflow.tasks import dag_defaults
+from driftloop.core.spec import ModelSpec, load_specs
 
 
 def build_promote_dag(spec: ModelSpec):
@@ -43,7 +43,7 @@ def build_promote_dag(spec: ModelSpec):
         def offline_gate(run_id: str | None = None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from driftloop.airflow_tasks import run_offline_gate
+            from driftloop.airflow.tasks import run_offline_gate
 
             gate = run_offline_gate(spec.name, run_id or "manual")
             if not gate["passed"]:
@@ -52,7 +52,7 @@ def build_promote_dag(spec: ModelSpec):
 
         @task
         def start_experiment(gate: dict, run_id: str | None = None) -> str:
-            from driftloop.airflow_tasks import start_experiment as start
+            from driftloop.airflow.tasks import start_experiment as start
 
             return start(spec.name, gate, run_id or "manual")
 

@@ -6,16 +6,16 @@ outside the cool-down on signals newer than the last training, or at once for a 
 `reason` (Trigger DAG w/ config in the UI). If nothing fires within retraining.sensor_timeout the
 run ends skipped. The fired trigger and its evidence go to train_challenger, which registers the
 challenger in MLflow (alias `challenger`; the champion is never touched) and emits the challenger Asset.
-Wiring only: the work is driftloop.retrain (see include/driftloop/airflow_tasks.py).
+Wiring only: the work is driftloop.learn.retrain (see include/driftloop/airflow/tasks.py).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from driftloop.airflow_tasks import dag_defaults
-from driftloop.assets import challenger_asset
-from driftloop.spec import ModelSpec, load_specs
+from driftloop.airflow.assets import challenger_asset
+from driftloop.airflow.tasks import dag_defaults
+from driftloop.core.spec import ModelSpec, load_specs
 
 
 def build_retrain_dag(spec: ModelSpec):
@@ -46,7 +46,7 @@ def build_retrain_dag(spec: ModelSpec):
         def wait_for_trigger(params: dict | None = None):
             from airflow.sdk import PokeReturnValue
 
-            from driftloop.airflow_tasks import retrain_gate
+            from driftloop.airflow.tasks import retrain_gate
 
             fired = retrain_gate(spec.name, (params or {}).get("reason"))
             return PokeReturnValue(is_done=fired is not None, xcom_value=fired)
@@ -55,7 +55,7 @@ def build_retrain_dag(spec: ModelSpec):
         def train_challenger(fired: dict, dag_run=None, outlet_events=None, **context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from driftloop.airflow_tasks import run_clock, run_retrain
+            from driftloop.airflow.tasks import run_clock, run_retrain
 
             result = run_retrain(spec.name, fired, run_key=f"{dag_run.dag_id}/{dag_run.run_id}", as_of=run_clock(context))
             if result["status"] not in ("succeeded", "done"):

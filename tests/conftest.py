@@ -34,7 +34,7 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from driftloop import warehouse  # noqa: E402
+from driftloop.core import warehouse  # noqa: E402
 
 logging.getLogger("pgserver").setLevel(logging.WARNING)  # its atexit logging races pytest closing streams
 

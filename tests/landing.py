@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from driftloop.spec import ModelSpec
+from driftloop.core.spec import ModelSpec
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DAY = "2026-11-20"

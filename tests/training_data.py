@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftloop import warehouse
-from driftloop.ingest import ingest
-from driftloop.simulate import Scenario, feedback_lines, generate_predictions, prediction_lines
-from driftloop.spec import ModelSpec, get_spec
+from driftloop.core import warehouse
+from driftloop.core.spec import ModelSpec, get_spec
+from driftloop.ingest.loader import ingest
+from driftloop.sim.world import Scenario, feedback_lines, generate_predictions, prediction_lines
 from landing import land
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)

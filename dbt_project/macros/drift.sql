@@ -7,7 +7,7 @@
 
 {#- The floor of an empty bin's fraction in PSI: 1e-4 (an empty bin would make ln(a / e) infinite).
     It is small against a bin of a 10-bin reference (0.1) and bounds a bin's term by about
-    a * ln(a / 1e-4), i.e. at most ~9.2. tests/integration/test_drift_marts.py uses the same. -#}
+    a * ln(a / 1e-4), i.e. at most ~9.2. tests/integration/monitor/test_drift_marts.py uses the same. -#}
 {% macro psi_epsilon() -%}
     0.0001
 {%- endmacro %}
@@ -176,4 +176,56 @@
         from {{ ref('stg_profiles__whylogs_profiles') }} as profiles
         where profiles.profile_id = stored.profile_id
     )
+{% endmacro %}
+
+{#- The CTEs both drift marts are made of: the window profiles' columns of `roles` (window_columns), their
+    bins on the reference's edges (window_bins), in an incremental build only the windows whose profiles
+    changed (changed_windows, changed_columns; see changed_profile_windows()), and column_drift: each
+    column with n_bins, PSI and the Jensen-Shannon distance against the reference of its model version.
+    Followed by a comma, so the mart's own CTEs come next.
+
+    A lateral lookup of each column's bins (by the column_bins primary key) rather than a join to all bins
+    grouped: a build that recomputes a few windows reads only their bins, and no plan the statistics (or
+    their absence, right after profiling) suggest can rescan every bin per column. -#}
+{% macro column_drift_ctes(roles, changed_column_name, changed_column_role, incremental) %}
+window_columns as (
+    select * from {{ ref('int_window_profile_columns') }}
+    where column_role in ({% for role in roles %}'{{ role }}'{{ ", " if not loop.last }}{% endfor %})
+),
+
+window_bins as (
+    select * from {{ ref('int_window_profile_bins') }}
+),
+
+{% if incremental %}
+changed_windows as (
+    {{ changed_profile_windows(column_name=changed_column_name, column_role=changed_column_role) }}
+),
+{% endif %}
+
+changed_columns as (
+    select * from window_columns
+    {{ in_changed_profile_windows('window_columns', incremental) }}
+),
+
+column_drift as (
+    select
+        changed_columns.*,
+        drift.n_bins,
+        drift.psi,
+        drift.js_distance
+    from changed_columns
+    left join lateral (
+        select
+            count(*) as n_bins,
+            {{ psi('window_bins.expected_fraction', 'window_bins.actual_fraction') }} as psi,
+            {{ js_distance('window_bins.expected_fraction', 'window_bins.actual_fraction') }} as js_distance
+        from window_bins
+        where
+            window_bins.profile_id = changed_columns.profile_id
+            and window_bins.column_name = changed_columns.column_name
+            -- always true; it lets the reference's bins be looked up by key too
+            and window_bins.reference_profile_id = changed_columns.reference_profile_id
+    ) as drift on true
+),
 {% endmacro %}

@@ -114,3 +114,35 @@
         )
     {%- endif %}
 {% endmacro %}
+
+{#- The CTEs every windowed quality mart starts with: `windowed` (int_labeled_predictions_windowed),
+    `model_specs` (with_model_specs), `changed_windows` (incremental builds: the windows to recompute, see
+    changed_windows()), and `window_predictions`: the `columns` the mart uses of the rows in those windows
+    (only those columns: Postgres materializes a CTE read more than once, every column of it). Followed by
+    a comma, so the mart's own CTEs come next. -#}
+{% macro window_predictions_ctes(columns, as_of, incremental, with_feedback, with_maturity, with_model_specs=true) %}
+windowed as (
+    select * from {{ ref('int_labeled_predictions_windowed') }}
+),
+
+{% if with_model_specs %}
+model_specs as (
+    select * from {{ ref('stg_ops__model_specs') }}
+),
+{% endif %}
+
+{% if incremental %}
+changed_windows as (
+    {{ changed_windows(as_of, with_feedback=with_feedback, with_maturity=with_maturity) }}
+),
+{% endif %}
+
+window_predictions as (
+    select
+        {%- for column in columns %}
+        windowed.{{ column }}{{ "," if not loop.last }}
+        {%- endfor %}
+    from windowed
+    {{ in_changed_windows('windowed', incremental) }}
+),
+{% endmacro %}

@@ -31,7 +31,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _spec(model: str):
     """The model's spec, or exit with the spec error (file, field, what was expected)."""
-    from driftloop.spec import SpecError, get_spec
+    from driftloop.core.spec import SpecError, get_spec
 
     try:
         return get_spec(model)
@@ -52,7 +52,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @warehouse_app.command("up")
 def warehouse_up() -> None:
     """Start the embedded warehouse (unless DRIFTLOOP_WAREHOUSE_URL is set), migrate it, print its URL."""
-    from driftloop import warehouse
+    from driftloop.core import warehouse
 
     url = warehouse.resolve_url()
     applied = warehouse.migrate(url)
@@ -64,7 +64,7 @@ def warehouse_up() -> None:
 @warehouse_app.command("url")
 def warehouse_url(show_password: Annotated[bool, typer.Option(help="Print the password too.")] = False) -> None:
     """Print the warehouse URL (starting the embedded server if it is the default)."""
-    from driftloop import warehouse
+    from driftloop.core import warehouse
 
     url = warehouse.resolve_url()
     typer.echo(url if show_password else warehouse.redact(url))
@@ -73,7 +73,7 @@ def warehouse_url(show_password: Annotated[bool, typer.Option(help="Print the pa
 @warehouse_app.command("migrate")
 def warehouse_migrate(url: UrlOption = None) -> None:
     """Apply pending migrations (safe to run twice, and from two processes at once)."""
-    from driftloop import warehouse
+    from driftloop.core import warehouse
 
     applied = warehouse.migrate(url)
     models = warehouse.sync_specs(url)
@@ -84,7 +84,7 @@ def warehouse_migrate(url: UrlOption = None) -> None:
 @warehouse_app.command("down")
 def warehouse_down() -> None:
     """Stop the embedded warehouse server."""
-    from driftloop import warehouse
+    from driftloop.core import warehouse
 
     typer.echo("stopped" if warehouse.stop_embedded() else "no embedded warehouse here")
 
@@ -95,8 +95,8 @@ def warehouse_down() -> None:
 @specs_app.command("validate")
 def specs_validate(paths: Annotated[list[Path] | None, typer.Argument(help="Spec files (default: all).")] = None) -> None:
     """Validate model specs; errors name the file, the field and what was expected."""
-    from driftloop.settings import specs_dir
-    from driftloop.spec import SpecError, load_spec
+    from driftloop.core.settings import specs_dir
+    from driftloop.core.spec import SpecError, load_spec
 
     failed = False
     for path in paths or sorted(specs_dir().glob("*.yaml")):
@@ -121,8 +121,8 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Load new landed prediction and feedback files of a model into the warehouse (exactly once)."""
-    from driftloop import warehouse
-    from driftloop.ingest import ingest as run_ingest
+    from driftloop.core import warehouse
+    from driftloop.ingest.loader import ingest as run_ingest
     from driftloop.report import format_run
 
     spec = _spec(model)
@@ -138,7 +138,7 @@ def ingest(
 @app.command()
 def status(model: ModelOption, url: UrlOption = None) -> None:
     """What the warehouse holds for a model: files, rejected rows by reason, alerts."""
-    from driftloop import warehouse
+    from driftloop.core import warehouse
     from driftloop.report import format_summary, ingest_summary
 
     typer.echo(format_summary(ingest_summary(warehouse.resolve_url(url), model)))
@@ -151,7 +151,7 @@ def decisions(
     url: UrlOption = None,
 ) -> None:
     """Why the promotion did what it did: the model's experiments and every automated decision (ops.decisions)."""
-    from driftloop import warehouse
+    from driftloop.core import warehouse
     from driftloop.report import format_decisions
 
     _spec(model)
@@ -180,9 +180,10 @@ def simulate(
     faults: Annotated[bool, typer.Option(help="Also land the catalogue of bad inputs for each day.")] = False,
 ) -> None:
     """Write contract files (predictions, and the feedback that has arrived by now) for a date range."""
-    from driftloop.settings import landing_root
-    from driftloop.simulate import Scenario, write_fault_files
-    from driftloop.simulate import simulate as run_simulation
+    from driftloop.core.settings import landing_root
+    from driftloop.sim.faults import write_fault_files
+    from driftloop.sim.world import Scenario
+    from driftloop.sim.world import simulate as run_simulation
 
     spec = _spec(model)
     first, last = _day(start), _day(end or start)
@@ -218,8 +219,8 @@ def reference(
 ) -> None:
     """Store a reference profile for a model version from simulated training data (until retraining
     stores real ones), and re-bin that version's stored profiles on its edges."""
-    from driftloop import warehouse
-    from driftloop.reference import store_simulated_reference
+    from driftloop.core import warehouse
+    from driftloop.sim.examples import store_simulated_reference
 
     spec = _spec(model)
     resolved = warehouse.resolve_url(url)
@@ -239,13 +240,15 @@ def bootstrap(
 ) -> None:
     """Train and register the first champion of a model (MLflow alias 'champion') from simulated example
     data, when the registry has none; with a champion it only says which version it is."""
-    from driftloop import registry, retrain, warehouse
+    from driftloop.core import warehouse
+    from driftloop.learn import registry
+    from driftloop.sim import examples
 
     spec = _spec(model)
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
     warehouse.sync_specs(resolved)
-    result = retrain.bootstrap(resolved, spec, rows=rows, seed=seed)
+    result = examples.bootstrap(resolved, spec, rows=rows, seed=seed)
     if result["status"] == "exists":
         typer.echo(f"{model} already has a champion: version {result['model_version']} ({registry.tracking_uri()})")
     else:
@@ -262,8 +265,8 @@ def retrain(
     retrain__<model>): registered with alias 'challenger'; the champion is not touched."""
     import uuid
 
-    from driftloop import retrain as retraining
-    from driftloop import warehouse
+    from driftloop.core import warehouse
+    from driftloop.learn import retrain as retraining
 
     spec = _spec(model)
     resolved = warehouse.resolve_url(url)
@@ -284,8 +287,8 @@ def metrics(
     url: UrlOption = None,
 ) -> None:
     """`dbt build` of the metrics layer against the warehouse (what the metrics DAG runs, in one go)."""
-    from driftloop import warehouse
-    from driftloop.metrics import build
+    from driftloop.core import warehouse
+    from driftloop.monitor.dbt_runner import build
 
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
@@ -303,7 +306,7 @@ def demo(
     rows_per_hour: Annotated[int, typer.Option(min=1)] = 200,
 ) -> None:
     """The whole story on the embedded warehouse: simulate, ingest with the real DAG, report."""
-    from driftloop.demo import run_demo
+    from driftloop.sim.demo import run_demo
 
     run_demo(model, rows_per_hour=rows_per_hour)
 
@@ -311,7 +314,7 @@ def demo(
 @app.command("airflow-settings")
 def airflow_settings(path: Annotated[Path, typer.Argument()] = Path("airflow_settings.yaml")) -> None:
     """Load connections, variables and pools from airflow_settings.yaml into the local Airflow."""
-    from driftloop.airflow_settings import import_into_airflow
+    from driftloop.airflow.settings_import import import_into_airflow
 
     import_into_airflow(path)
     typer.echo(f"imported {path}")

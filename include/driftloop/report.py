@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from driftloop.ingest import IngestResult
+from driftloop.ingest.loader import IngestResult
 
 
 def ingest_summary(url: str, model_name: str) -> dict[str, Any]:

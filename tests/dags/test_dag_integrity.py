@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.spec import get_spec, load_specs
+from driftloop.core.spec import get_spec, load_specs
 
 pytestmark = pytest.mark.dags
 DAGS_FOLDER = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])

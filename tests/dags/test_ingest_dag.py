@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from driftloop.spec import get_spec
+from driftloop.core.spec import get_spec
 from landing import land, prediction
 
 pytestmark = pytest.mark.dags

@@ -7,9 +7,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from driftloop import warehouse
-from driftloop.ingest import ingest
-from driftloop.spec import get_spec
+from driftloop.core import warehouse
+from driftloop.core.spec import get_spec
+from driftloop.ingest.loader import ingest
 from landing import NOW, feedback, land, prediction
 
 pytestmark = [pytest.mark.dags, pytest.mark.slow]

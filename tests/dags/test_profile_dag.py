@@ -7,8 +7,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from driftloop.ingest import ingest
-from driftloop.spec import get_spec
+from driftloop.core.spec import get_spec
+from driftloop.ingest.loader import ingest
 from landing import NOW, land, prediction
 
 pytestmark = pytest.mark.dags

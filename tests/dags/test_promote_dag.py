@@ -1,6 +1,6 @@
 """promote__churn run for real with dag.test(): a challenger no better than the champion is stopped by
 the offline gate and nothing reaches live traffic; a better one goes through the gate, a canary ramp on
-live traffic served by driftloop.serving.Router, the always-valid decision and the watch, and ends as the
+live traffic served by driftloop.serve.router.Router, the always-valid decision and the watch, and ends as the
 registry's champion with all traffic."""
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import psycopg
 import pytest
 import yaml
 
-from driftloop import metrics, registry, retrain, serving
-from driftloop.ingest import ingest
-from driftloop.simulate import FEATURE_PREFIX, ConceptDrift, Scenario, generate_predictions
-from driftloop.spec import load_spec
+from driftloop.core.spec import load_spec
+from driftloop.ingest.loader import ingest
+from driftloop.learn import registry, retrain
+from driftloop.monitor import dbt_runner as metrics
+from driftloop.serve import router as serving
+from driftloop.sim import examples
+from driftloop.sim.world import FEATURE_PREFIX, ConceptDrift, Scenario, generate_predictions
 from landing import land
 from training_data import NOW, TRAFFIC_START, fast_spec, load_traffic, sync
 
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.dags
 def test_a_challenger_that_fails_the_offline_gate_never_gets_traffic(dagbag, warehouse_url, monkeypatch, mlflow_store):
     spec = fast_spec()
     sync(warehouse_url, spec)
-    retrain.bootstrap(warehouse_url, spec, rows=3000, training_end=NOW)
+    examples.bootstrap(warehouse_url, spec, rows=3000, training_end=NOW)
     champion = registry.version_by_alias("churn", "champion")
     # the same model registered again: zero AUC gain on its holdout
     twin = registry.register("churn", champion.source, champion.run_id, run_key="test/twin")
@@ -58,7 +61,7 @@ def test_a_challenger_that_fails_the_offline_gate_never_gets_traffic(dagbag, war
 
 class LiveTraffic(threading.Thread):
     """The serving application while promote__churn runs: requests from the (drifted) simulated world go
-    through driftloop.serving.Router with the registry's real models, the router's event files land in the
+    through driftloop.serve.router.Router with the registry's real models, the router's event files land in the
     landing zone, their labels follow, and each batch is ingested. It starts when the experiment's
     allocation appears and stops once the experiment and the new champion's watch are over."""
 
@@ -143,7 +146,7 @@ def test_a_better_challenger_goes_from_the_gate_through_live_traffic_to_champion
     past = generate_predictions(spec, 120 * 72, TRAFFIC_START, NOW, Scenario(seed=42, label_delay_mean=timedelta(hours=2), concept_drift=drift))
     past.loc[past["feedback_ts"] > NOW, "labelled"] = False
     load_traffic(warehouse_url, spec, tmp_path / "history", past, "traffic")
-    retrain.bootstrap(warehouse_url, spec, rows=4000, training_end=TRAFFIC_START)
+    examples.bootstrap(warehouse_url, spec, rows=4000, training_end=TRAFFIC_START)
     trained = retrain.run_retrain(warehouse_url, spec, run_key="test/challenger", trigger="drift", reason="concept drift",
                                   evidence={}, as_of=NOW, respect_cooldown=False)  # fmt: skip
     champion, challenger = "1", trained["model_version"]

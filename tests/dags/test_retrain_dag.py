@@ -6,7 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from driftloop import registry, retrain
+from driftloop.learn import registry
+from driftloop.sim import examples
 from training_data import (
     NOW,
     TRAFFIC_START,
@@ -23,7 +24,7 @@ def test_manual_retrain_registers_a_challenger(dagbag, warehouse_url, tmp_path, 
     spec = fast_spec()
     sync(warehouse_url, spec)
     load_traffic(warehouse_url, spec, tmp_path / "landing", traffic(spec, TRAFFIC_START, NOW, per_hour=40), "traffic")
-    retrain.bootstrap(warehouse_url, spec, rows=3000, training_end=TRAFFIC_START, now=TRAFFIC_START)
+    examples.bootstrap(warehouse_url, spec, rows=3000, training_end=TRAFFIC_START, now=TRAFFIC_START)
     monkeypatch.setenv("DRIFTLOOP_WAREHOUSE_URL", warehouse_url)
     dag = dagbag.get_dag("retrain__churn")
 

@@ -7,7 +7,7 @@ from datetime import date
 import psycopg
 import pytest
 
-from driftloop.demo import run_demo
+from driftloop.sim.demo import run_demo
 
 pytestmark = [pytest.mark.dags, pytest.mark.slow]
 

@@ -6,38 +6,13 @@
 
 with
 
-windowed as (
-    select * from {{ ref('int_labeled_predictions_windowed') }}
-),
-
-model_specs as (
-    select * from {{ ref('stg_ops__model_specs') }}
-),
-
-{% if incremental %}
-changed_windows as (
-    {{ changed_windows(as_of, with_feedback=true, with_maturity=false) }}
-),
-{% endif %}
-
--- only the columns it uses: Postgres materializes a CTE read more than once, every column of it
-window_predictions as (
-    select
-        windowed.model_name,
-        windowed.model_version,
-        windowed.variant,
-        windowed.segment,
-        windowed.window_size,
-        windowed.window_start,
-        windowed.window_end,
-        windowed.is_failed,
-        windowed.is_labelled,
-        windowed.predicted_class,
-        windowed.label,
-        windowed.loaded_at
-    from windowed
-    {{ in_changed_windows('windowed', incremental) }}
-),
+{{ window_predictions_ctes(
+    [
+        'model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start',
+        'window_end', 'is_failed', 'is_labelled', 'predicted_class', 'label', 'loaded_at'
+    ],
+    as_of, incremental, with_feedback=true, with_maturity=false
+) }}
 
 windows as (
     select

@@ -4,49 +4,7 @@
 
 with
 
-window_columns as (
-    select * from {{ ref('int_window_profile_columns') }}
-    where column_role = 'feature'
-),
-
-window_bins as (
-    select * from {{ ref('int_window_profile_bins') }}
-),
-
-{% if incremental %}
-changed_windows as (
-    {{ changed_profile_windows(column_name='feature', column_role="'feature'") }}
-),
-{% endif %}
-
-changed_columns as (
-    select * from window_columns
-    {{ in_changed_profile_windows('window_columns', incremental) }}
-),
-
--- A lateral lookup of each column's bins (by the column_bins primary key) rather than a join to
--- all bins grouped: a build that recomputes a few windows reads only their bins, and no plan the
--- statistics (or their absence, right after profiling) suggest can rescan every bin per column.
-column_drift as (
-    select
-        changed_columns.*,
-        drift.n_bins,
-        drift.psi,
-        drift.js_distance
-    from changed_columns
-    left join lateral (
-        select
-            count(*) as n_bins,
-            {{ psi('window_bins.expected_fraction', 'window_bins.actual_fraction') }} as psi,
-            {{ js_distance('window_bins.expected_fraction', 'window_bins.actual_fraction') }} as js_distance
-        from window_bins
-        where
-            window_bins.profile_id = changed_columns.profile_id
-            and window_bins.column_name = changed_columns.column_name
-            -- always true; it lets the reference's bins be looked up by key too
-            and window_bins.reference_profile_id = changed_columns.reference_profile_id
-    ) as drift on true
-),
+{{ column_drift_ctes(['feature'], 'feature', "'feature'", incremental) }}
 
 final as (
     select

@@ -6,33 +6,14 @@
 
 with
 
-windowed as (
-    select * from {{ ref('int_labeled_predictions_windowed') }}
-),
-
-{% if incremental %}
 -- labels do not change latency: only windows with new predictions are recomputed
-changed_windows as (
-    {{ changed_windows(as_of, with_feedback=false, with_maturity=false) }}
-),
-{% endif %}
-
--- only the columns it uses: Postgres materializes a CTE read more than once, every column of it
-window_predictions as (
-    select
-        windowed.model_name,
-        windowed.model_version,
-        windowed.variant,
-        windowed.segment,
-        windowed.window_size,
-        windowed.window_start,
-        windowed.window_end,
-        windowed.is_failed,
-        windowed.latency_ms,
-        windowed.prediction_loaded_at
-    from windowed
-    {{ in_changed_windows('windowed', incremental) }}
-),
+{{ window_predictions_ctes(
+    [
+        'model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start',
+        'window_end', 'is_failed', 'latency_ms', 'prediction_loaded_at'
+    ],
+    as_of, incremental, with_feedback=false, with_maturity=false, with_model_specs=false
+) }}
 
 window_latency as (
     select

@@ -6,49 +6,15 @@
 
 with
 
-windowed as (
-    select * from {{ ref('int_labeled_predictions_windowed') }}
-),
-
-model_specs as (
-    select * from {{ ref('stg_ops__model_specs') }}
-),
-
-{% if incremental %}
-changed_windows as (
-    {{ changed_windows(as_of, with_feedback=true, with_maturity=true) }}
-),
-{% endif %}
-
--- only the columns it uses: Postgres materializes a CTE read more than once, every column of it
-window_predictions as (
-    select
-        windowed.model_name,
-        windowed.model_version,
-        windowed.variant,
-        windowed.segment,
-        windowed.window_size,
-        windowed.window_start,
-        windowed.window_end,
-        windowed.is_failed,
-        windowed.is_labelled,
-        windowed.is_binary,
-        windowed.positive_class,
-        windowed.classes,
-        windowed.predicted_class,
-        windowed.scores,
-        windowed.positive_score,
-        windowed.top_score,
-        windowed.label,
-        windowed.is_correct,
-        windowed.is_top_correct,
-        windowed.is_predicted_positive,
-        windowed.log_loss,
-        windowed.brier,
-        windowed.loaded_at
-    from windowed
-    {{ in_changed_windows('windowed', incremental) }}
-),
+{{ window_predictions_ctes(
+    [
+        'model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start',
+        'window_end', 'is_failed', 'is_labelled', 'is_binary', 'positive_class', 'classes',
+        'predicted_class', 'scores', 'positive_score', 'top_score', 'label', 'is_correct',
+        'is_top_correct', 'is_predicted_positive', 'log_loss', 'brier', 'loaded_at'
+    ],
+    as_of, incremental, with_feedback=true, with_maturity=true
+) }}
 
 -- quality counts only predictions that were served (no error) and have a label
 evaluated as (

@@ -1,0 +1,1043 @@
+"""The decision of an online experiment (champion = control, challenger = treatment): a pure function.
+
+Every hour the promote DAG gathers per-arm counts from the warehouse and calls
+``decide(evidence, policy) -> Decision``. The rules, in the order they are applied:
+
+1. **Sample-ratio mismatch** (SRM): a chi-square goodness-of-fit test of the assigned counts against the
+   planned split; p below ``policy.srm_p_value_threshold`` halts the experiment, because every other
+   number is untrustworthy when assignment is broken (Fabijan et al., "Diagnosing Sample Ratio Mismatch
+   in Online Controlled Experiments", KDD 2019).
+2. **Guardrails** at the current allocation: latency p95 ratio treatment / control and error-rate
+   increase beyond the policy reject the challenger. They are thresholds on point estimates, applied
+   once each arm has ``min_assigned_for_guardrails`` units at this allocation, not statistical tests.
+3. **The always-valid test** of the primary 0/1 outcome (prediction correct, conversion), once each arm
+   has ``min_labelled_per_arm`` labels: promote when the treatment is better, reject when it is worse,
+   and (with ``minimum_detectable_effect`` set) reject for futility when an improvement of that size has
+   been ruled out.
+4. **Max duration** reached without a conclusion: inconclusive, the champion keeps all traffic.
+5. **Ramp** to the next canary step once the guardrails were measured and passed with enough treatment
+   units at the current step; or, with a bandit strategy (``thompson``, ``epsilon_greedy``),
+   **reallocate**: a new allocation period at the share :func:`bandit_share` gives, once the guardrails
+   were measured at the current one and the test counts labels; otherwise continue.
+
+After a promotion, :func:`decide_watch` watches the new champion for a window and rolls it back when its
+success rate falls by more than a margin against its own rate in the experiment (the same mSPRT, null
+"drop <= margin"), or its latency / error rate grow beyond guardrails; at the end of the window it keeps it.
+
+Method: mSPRT, the mixture sequential probability ratio test (Robbins, "Statistical methods related to
+the law of the iterated logarithm", Ann. Math. Statist. 1970), in the form of Johari, Koomen, Pekelis and
+Walsh, "Peeking at A/B Tests: Why it matters, and what to do about it" (KDD 2017) and Johari, Pekelis and
+Walsh, "Always Valid Inference: Continuous Monitoring of A/B Tests" (Operations Research 70(3), 2022).
+With theta_hat the difference of success rates (treatment - control) and V its variance, the normal
+mixture (theta ~ N(0, tau^2)) likelihood ratio against theta = 0 is
+
+    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 theta_hat^2 / (2 V (V + tau^2)))
+
+Decisions are one-sided, so the mixture is the half-normal on theta > 0 (the N(0, tau^2) mixture
+restricted to the alternative and renormalised), which multiplies Lambda by 2 Phi(tau theta_hat /
+sqrt(V (V + tau^2))). Any mixture of likelihood ratios over theta > 0 is a non-negative supermartingale
+under every theta <= 0, so by Ville's inequality P(ever Lambda >= 1/alpha) <= alpha: the always-valid
+p-value min(1, min over looks of 1/Lambda) may be looked at every hour, at any number of looks, and the
+test stopped whenever it crosses alpha. "Better" uses Lambda(theta_hat), "worse" Lambda(-theta_hat) and
+futility Lambda(mde - theta_hat) (null: theta >= mde); each controls its own error at alpha, so an A/A
+test promotes falsely at most alpha of the time. Inverting the one-sided tests gives always-valid bounds
+theta_hat -/+ d; together they form a 1 - 2 alpha interval, and "lower bound > 0" is exactly "p(better) <=
+alpha". Running minima (p-values) and running maxima / minima (bounds) are carried between looks in
+:class:`SequentialState`, which the caller stores with each decision.
+
+Why mSPRT rather than a group-sequential design with O'Brien-Fleming alpha spending (Lan and DeMets,
+Biometrika 1983): spending needs the maximum information planned in advance and the information fraction
+at each look, but here looks are hourly, traffic and label delay vary, ramps change the rate of
+information, and a DAG run may be skipped or repeated. The mSPRT is valid at any stopping time whatever
+the schedule, needs only the running minimum, and gives confidence intervals that hold at every look. Its
+price is a larger sample than a fixed-horizon test in the worst case; the unit tests measure it.
+
+Choosing tau (``Policy.mixing_sd``, on the scale of the difference in rates): the test is valid for any
+tau > 0; only power depends on it. For a given estimate, Lambda is largest when tau^2 = theta_hat^2 - V,
+so tau should be about the size of effect you want to detect quickly (the MDE, e.g. 0.02-0.03 of
+accuracy), or, as Johari et al. recommend, the spread of effects seen in past experiments. Too small a
+tau is slow for large effects; too large a tau loses power on small ones.
+
+Caveats and how they are handled:
+
+* Normal approximation with plug-in (unpooled) variances: the guarantee is asymptotic, hence the minimum
+  labels per arm before the test counts (``min_labelled_per_arm``); looks before that do not enter the
+  running minimum.
+* Time-varying allocation (ramps, Thompson sampling, epsilon-greedy): when the allocation and the base
+  rate both change over time, the pooled difference is biased (Simpson's paradox: the treatment's labels
+  come from later hours). The difference is therefore estimated within each allocation step and combined
+  with inverse-variance weights; the weighted score is a sum of mean-zero increments under the null, so the
+  mixture argument still holds. Two conditions keep the increments mean-zero, and the simulations break
+  without them: the weights come from each step's pooled variance (under the null it carries no sign of
+  the difference; unpooled weights favour steps where the small arm did well, and an epsilon-greedy A/A
+  test then promoted a third of the time), and a step ends on counts, never on outcomes (a bandit closes
+  its period when the guardrail units and the labels are there, even if the share stays). Pass each
+  earlier allocation as an :class:`AllocationStep`; the allocation must depend on past data only. SRM sums
+  the chi-square over steps (one degree of freedom per step with traffic).
+* Units: counts must be per randomisation unit (or per prediction when predictions are randomised);
+  repeated predictions of one user randomised together make the variance too small.
+* The SRM chi-square is repeated every hour and is not always-valid; the low threshold keeps false halts
+  rare (the A/A simulation reports it). A sequential SRM test (Lindon and Malek, "Anytime-Valid Inference
+  for Multinomial Count Data", NeurIPS 2022) would remove that caveat.
+* The primary outcome is 0/1; continuous outcomes (revenue, needing sums of squares) are not supported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import numpy as np
+from scipy import optimize, special, stats
+
+from driftloop.core.spec import Online, Watch
+
+Action = Literal["continue", "ramp", "reallocate", "promote", "reject", "halt", "inconclusive", "rollback", "keep"]
+Strategy = Literal["canary", "thompson", "epsilon_greedy"]
+
+# Rules in order of precedence: the first that holds decides (np.select in _evaluate_looks).
+RULES: tuple[tuple[str, Action], ...] = (
+    ("sample_ratio_mismatch", "halt"),
+    ("guardrail_breach", "reject"),
+    ("treatment_better", "promote"),
+    ("treatment_worse", "reject"),
+    ("futility", "reject"),
+    ("max_duration", "inconclusive"),
+    ("ramp", "ramp"),
+    ("reallocate", "reallocate"),
+    ("no_conclusion_yet", "continue"),
+)
+RULE_NAMES = tuple(name for name, _ in RULES)
+_NO_CONCLUSION = len(RULES) - 1
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    """Counts of one arm. ``successes`` is the sum of the 0/1 primary outcome over the labelled units."""
+
+    name: str
+    n_assigned: int
+    n_labelled: int
+    successes: int
+    n_errors: int
+    latency_p95_ms: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.successes <= self.n_labelled <= self.n_assigned:
+            raise ValueError(
+                f"arm {self.name!r}: expected 0 <= successes <= n_labelled <= n_assigned, got "
+                f"{self.successes}, {self.n_labelled}, {self.n_assigned}"
+            )
+        if not 0 <= self.n_errors <= self.n_assigned:
+            raise ValueError(f"arm {self.name!r}: n_errors must be in [0, n_assigned], got {self.n_errors}")
+        if not self.latency_p95_ms > 0:
+            raise ValueError(f"arm {self.name!r}: latency_p95_ms must be > 0, got {self.latency_p95_ms}")
+
+    @property
+    def error_rate(self) -> float:
+        return self.n_errors / self.n_assigned if self.n_assigned else 0.0
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.n_labelled if self.n_labelled else None
+
+
+@dataclass(frozen=True)
+class AllocationStep:
+    """Counts of both arms during one period of constant allocation (a canary step)."""
+
+    treatment_share: float
+    control: ArmEvidence
+    treatment: ArmEvidence
+
+    def __post_init__(self) -> None:
+        if not 0 < self.treatment_share < 1:
+            raise ValueError(f"treatment_share must be in (0, 1), got {self.treatment_share}")
+
+
+@dataclass(frozen=True)
+class SequentialState:
+    """What the always-valid test carries from one look to the next; store it with each decision."""
+
+    p_value_better: float = 1.0
+    p_value_worse: float = 1.0
+    p_value_futility: float = 1.0
+    difference_lower: float = -1.0
+    difference_upper: float = 1.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One look at a running experiment.
+
+    ``control`` and ``treatment`` count the units since the allocation last changed (the current step, at
+    ``treatment_share``); counts of earlier allocations are in ``earlier_steps``, oldest first. Without a
+    ramp, the current step is the whole experiment. ``previous`` is the state stored with the last
+    decision (None at the first look).
+    """
+
+    control: ArmEvidence
+    treatment: ArmEvidence
+    treatment_share: float
+    hours_elapsed: float
+    look: int
+    earlier_steps: tuple[AllocationStep, ...] = ()
+    previous: SequentialState | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.treatment_share < 1:
+            raise ValueError(f"treatment_share must be in (0, 1), got {self.treatment_share}")
+        if self.look < 1 or self.hours_elapsed < 0:
+            raise ValueError(
+                f"look must be >= 1 and hours_elapsed >= 0, got {self.look}, {self.hours_elapsed}"
+            )
+
+    @property
+    def steps(self) -> tuple[AllocationStep, ...]:
+        return (*self.earlier_steps, AllocationStep(self.treatment_share, self.control, self.treatment))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds of the decision. Defaults suit an accuracy-like outcome around 0.8."""
+
+    alpha: float = 0.05
+    mixing_sd: float = 0.02  # tau: about the effect worth detecting quickly (module docstring)
+    min_labelled_per_arm: int = 200
+    srm_p_value_threshold: float = 0.001
+    max_latency_p95_ratio: float = 1.10
+    # the latency guardrail breaches only when the p95 is both over the ratio AND this many ms slower:
+    # p95s of a millisecond or two differ by scheduling noise, and a ratio of them means nothing
+    latency_p95_tolerance_ms: float = 5.0
+    max_error_rate_increase: float = 0.005
+    min_assigned_for_guardrails: int = 200  # per arm at the current allocation
+    max_duration_hours: float = 14 * 24
+    minimum_detectable_effect: float | None = None  # enables the futility rule
+    ramp_steps: tuple[float, ...] = (0.10, 0.25, 0.50)
+    min_treatment_assigned_per_step: int = 1000  # hold each ramp step at least this long
+    # canary: the ramp above; thompson / epsilon_greedy: start at ramp_steps[0], then reallocate (bandit_share)
+    strategy: Strategy = "canary"
+    epsilon: float = 0.10  # epsilon-greedy: the share explored evenly
+    bandit_min_share: float = 0.05  # a bandit never starves an arm of the evidence the test needs
+    bandit_max_share: float = 0.90
+    min_share_change: float = 0.05  # smaller changes than this keep the current allocation (fewer steps)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
+            raise ValueError(f"alpha must be in (0, 1) and mixing_sd > 0, got {self.alpha}, {self.mixing_sd}")
+        if any(not 0 < share < 1 for share in self.ramp_steps) or list(self.ramp_steps) != sorted(
+            set(self.ramp_steps)
+        ):
+            raise ValueError(f"ramp_steps must increase strictly within (0, 1), got {self.ramp_steps}")
+        if self.min_treatment_assigned_per_step < self.min_assigned_for_guardrails:
+            raise ValueError("min_treatment_assigned_per_step must be >= min_assigned_for_guardrails")
+        if self.minimum_detectable_effect is not None and not self.minimum_detectable_effect > 0:
+            raise ValueError(f"minimum_detectable_effect must be > 0, got {self.minimum_detectable_effect}")
+        if self.strategy not in ("canary", "thompson", "epsilon_greedy"):
+            raise ValueError(f"strategy must be canary, thompson or epsilon_greedy, got {self.strategy!r}")
+        if not 0 < self.bandit_min_share < self.bandit_max_share < 1 or not 0 < self.epsilon < 1:
+            raise ValueError(
+                "expected 0 < bandit_min_share < bandit_max_share < 1 and 0 < epsilon < 1, got "
+                f"{self.bandit_min_share}, {self.bandit_max_share}, {self.epsilon}"
+            )
+        if not 0 < self.min_share_change < 1:
+            raise ValueError(f"min_share_change must be in (0, 1), got {self.min_share_change}")
+        if not self.latency_p95_tolerance_ms >= 0:
+            raise ValueError(f"latency_p95_tolerance_ms must be >= 0, got {self.latency_p95_tolerance_ms}")
+
+    @classmethod
+    def from_spec(cls, online: Online) -> Policy:
+        """The policy of a spec's ``promotion.online`` block."""
+        values = online.model_dump(exclude={"max_duration", "ramp_steps", "poke_interval", "allocation_settle"})
+        return cls(**values, max_duration_hours=online.max_duration / timedelta(hours=1), ramp_steps=tuple(online.ramp_steps))
+
+    @property
+    def is_bandit(self) -> bool:
+        return self.strategy != "canary"
+
+    def next_ramp_share(self, treatment_share: float) -> float | None:
+        """The ramp step after ``treatment_share``, or None at the last step, off the ramp, or for a bandit."""
+        if self.is_bandit:
+            return None
+        for step, next_step in zip(self.ramp_steps, self.ramp_steps[1:], strict=False):
+            if math.isclose(step, treatment_share):
+                return next_step
+        return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``statistics`` holds only plain JSON values: it is stored as the audit trail."""
+
+    action: Action
+    next_allocation: float
+    reason: str
+    statistics: dict[str, Any]
+    state: SequentialState
+
+
+# --- statistics, vectorised over experiments (leading axes) and allocation steps (last axis) ---
+
+
+def latency_breach(
+    treatment_p95_ms: np.ndarray, control_p95_ms: np.ndarray, max_ratio: float, tolerance_ms: float
+) -> np.ndarray:
+    """The latency guardrail: the treatment's p95 is over ``max_ratio`` times the control's AND more than
+    ``tolerance_ms`` slower. The absolute tolerance keeps sub-millisecond noise (0.5 ms vs 0.9 ms is a
+    ratio of 1.8) from rejecting or rolling back a good model; the ratio keeps a large model's few
+    milliseconds of jitter from doing the same."""
+    treatment = np.asarray(treatment_p95_ms, dtype=float)
+    control = np.asarray(control_p95_ms, dtype=float)
+    return (treatment > max_ratio * control) & (treatment - control > tolerance_ms)
+
+
+def sample_ratio_mismatch(
+    assigned_control: np.ndarray, assigned_treatment: np.ndarray, treatment_share: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chi-square statistic of the assigned counts against the planned shares, summed over steps, and its
+    degrees of freedom (one per step with traffic). The p-value is ``srm_p_value(chi_square, dof)``."""
+    control = np.asarray(assigned_control, dtype=float)
+    treatment = np.asarray(assigned_treatment, dtype=float)
+    total = control + treatment
+    expected_treatment = np.asarray(treatment_share, dtype=float) * total
+    expected_control = total - expected_treatment
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_step = (treatment - expected_treatment) ** 2 / expected_treatment + (
+            control - expected_control
+        ) ** 2 / expected_control
+    chi_square = np.where(total > 0, per_step, 0.0).sum(axis=-1)
+    degrees_of_freedom = (total > 0).sum(axis=-1)
+    return chi_square, degrees_of_freedom
+
+
+def srm_p_value(chi_square: float, degrees_of_freedom: int) -> float:
+    return float(stats.chi2.sf(chi_square, degrees_of_freedom)) if degrees_of_freedom > 0 else 1.0
+
+
+def _srm_mismatch(chi_square: np.ndarray, degrees_of_freedom: np.ndarray, threshold: float) -> np.ndarray:
+    """p < threshold, as chi-square > critical value: the chi-square survival function is slow on large arrays."""
+    critical_values = np.append(np.inf, stats.chi2.isf(threshold, np.arange(1, degrees_of_freedom.max() + 1)))
+    return chi_square > critical_values[degrees_of_freedom]
+
+
+def difference_in_rates(
+    labelled_control: np.ndarray,
+    successes_control: np.ndarray,
+    labelled_treatment: np.ndarray,
+    successes_treatment: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Treatment minus control success rate and its variance, within steps, combined across steps.
+
+    With one step this is the plain difference of proportions with the unpooled variance. Across steps the
+    weights are the inverse of each step's *pooled* variance, p (1 - p) (1 / n_c + 1 / n_t) with p both
+    arms' rate in the step: under the null it does not depend on which arm did better, whereas weights
+    from the unpooled variance favour steps where the small arm did well and bias the combination (with
+    an epsilon-greedy allocation, A/A false promotions rose to a third). The variance of the combination
+    uses the unpooled step variances. Steps where an arm has no labels or the variance is 0 carry no
+    weight; with no usable step both results are NaN.
+    """
+    n_control = np.asarray(labelled_control, dtype=float)
+    n_treatment = np.asarray(labelled_treatment, dtype=float)
+    s_control = np.asarray(successes_control, dtype=float)
+    s_treatment = np.asarray(successes_treatment, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate_control = s_control / n_control
+        rate_treatment = s_treatment / n_treatment
+        pooled_rate = (s_control + s_treatment) / (n_control + n_treatment)
+        pooled_variance = pooled_rate * (1 - pooled_rate) * (1 / n_control + 1 / n_treatment)
+        step_variance = rate_control * (1 - rate_control) / n_control + rate_treatment * (1 - rate_treatment) / n_treatment
+        usable = (n_control > 0) & (n_treatment > 0) & (pooled_variance > 0) & (step_variance > 0)
+        weight = np.where(usable, 1.0 / pooled_variance, 0.0)
+        total_weight = weight.sum(axis=-1)
+        weighted_difference = (weight * np.where(usable, rate_treatment - rate_control, 0.0)).sum(axis=-1)
+        difference = np.where(total_weight > 0, weighted_difference / total_weight, np.nan)
+        weighted_variance = (weight**2 * np.where(usable, step_variance, 0.0)).sum(axis=-1)
+        variance = np.where(total_weight > 0, weighted_variance / total_weight**2, np.nan)
+    return difference, variance
+
+
+def log_mixture_likelihood_ratio(
+    difference: np.ndarray, variance: np.ndarray, mixing_sd: float
+) -> np.ndarray:
+    """log Lambda of the two-sided normal-mixture SPRT (Johari et al. 2017); -inf where V is unusable."""
+    difference = np.asarray(difference, dtype=float)
+    variance = np.asarray(variance, dtype=float)
+    usable = np.isfinite(difference) & np.isfinite(variance) & (variance > 0)
+    safe_variance = np.where(usable, variance, 1.0)
+    safe_difference = np.where(usable, difference, 0.0)
+    tau2 = mixing_sd**2
+    value = 0.5 * np.log(safe_variance / (safe_variance + tau2)) + tau2 * safe_difference**2 / (
+        2 * safe_variance * (safe_variance + tau2)
+    )
+    return np.where(usable, value, -np.inf)
+
+
+def log_one_sided_mixture_likelihood_ratio(
+    difference: np.ndarray, variance: np.ndarray, mixing_sd: float
+) -> np.ndarray:
+    """log Lambda of the half-normal mixture over effects > 0: evidence that the true difference is > 0."""
+    two_sided = log_mixture_likelihood_ratio(difference, variance, mixing_sd)
+    usable = np.isfinite(two_sided)
+    safe_variance = np.where(usable, variance, 1.0)
+    safe_difference = np.where(usable, difference, 0.0)
+    posterior_z = mixing_sd * safe_difference / np.sqrt(safe_variance * (safe_variance + mixing_sd**2))
+    return math.log(2) + special.log_ndtr(posterior_z) + two_sided
+
+
+def p_value_from_log_likelihood_ratio(log_likelihood_ratio: np.ndarray) -> np.ndarray:
+    """min(1, 1 / Lambda), computed without overflow."""
+    return np.exp(np.minimum(0.0, -np.asarray(log_likelihood_ratio, dtype=float)))
+
+
+def always_valid_half_width(variance: float, mixing_sd: float, alpha: float) -> float:
+    """d with one-sided Lambda(d) = 1/alpha: estimate - d and estimate + d are always-valid bounds at alpha."""
+    target = math.log(1 / alpha)
+    tau2 = mixing_sd**2
+    # The two-sided half-width (closed form) is an upper bracket: the one-sided Lambda is larger for d > 0.
+    two_sided_half_width = math.sqrt(
+        2 * variance * (variance + tau2) / tau2 * (target + 0.5 * math.log((variance + tau2) / variance))
+    )
+    return optimize.brentq(
+        lambda half_width: (
+            float(log_one_sided_mixture_likelihood_ratio(half_width, variance, mixing_sd)) - target
+        ),
+        0.0,
+        two_sided_half_width,
+    )
+
+
+def bandit_share(
+    labelled_control: np.ndarray,
+    successes_control: np.ndarray,
+    labelled_treatment: np.ndarray,
+    successes_treatment: np.ndarray,
+    policy: Policy,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The treatment's next share under the policy's bandit strategy, and the posterior probability that
+    the treatment is better, from each arm's labelled counts (summed over steps).
+
+    Posteriors are Beta(1 + successes, 1 + failures), compared through their normal approximation, so the
+    result is deterministic. Thompson sampling gives the treatment the probability that it is the better
+    arm (randomized probability matching, Scott, "A modern Bayesian look at the multi-armed bandit",
+    Applied Stochastic Models in Business and Industry 26, 2010: hashing units against that share is
+    Thompson sampling batched per look). Epsilon-greedy gives the leader 1 - epsilon / 2. Both are
+    clipped to [bandit_min_share, bandit_max_share]. The allocation depends on past data only, which
+    keeps the sequential test valid (module docstring).
+    """
+    def posterior(labelled: np.ndarray, successes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of Beta(1 + successes, 1 + failures)."""
+        a = 1 + np.asarray(successes, dtype=float)
+        b = 1 + np.asarray(labelled, dtype=float) - np.asarray(successes, dtype=float)
+        return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+
+    mean_control, variance_control = posterior(labelled_control, successes_control)
+    mean_treatment, variance_treatment = posterior(labelled_treatment, successes_treatment)
+    p_treatment_better = stats.norm.cdf((mean_treatment - mean_control) / np.sqrt(variance_control + variance_treatment))
+    if policy.strategy == "thompson":
+        share = p_treatment_better
+    elif policy.strategy == "epsilon_greedy":
+        share = np.where(mean_treatment > mean_control, 1 - policy.epsilon / 2, policy.epsilon / 2)
+    else:
+        raise ValueError(f"{policy.strategy!r} is not a bandit strategy")
+    return np.clip(share, policy.bandit_min_share, policy.bandit_max_share), p_treatment_better
+
+
+@dataclass(frozen=True)
+class _StepCounts:
+    """Counts per experiment (rows) and allocation step (columns)."""
+
+    treatment_share: np.ndarray
+    assigned_control: np.ndarray
+    assigned_treatment: np.ndarray
+    labelled_control: np.ndarray
+    labelled_treatment: np.ndarray
+    successes_control: np.ndarray
+    successes_treatment: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Looks:
+    """What one look computes, one entry per experiment. p-values are the running (always-valid) ones."""
+
+    rule: np.ndarray
+    srm_chi_square: np.ndarray
+    srm_degrees_of_freedom: np.ndarray
+    enough_labels: np.ndarray
+    difference: np.ndarray
+    variance: np.ndarray
+    log_likelihood_ratio_better: np.ndarray
+    p_value_better: np.ndarray
+    p_value_worse: np.ndarray
+    p_value_futility: np.ndarray
+    target_share: np.ndarray  # a bandit's next share (the current share for a canary)
+    p_treatment_better: np.ndarray  # a bandit's posterior P(treatment better); NaN for a canary
+
+
+def _evaluate_looks(
+    counts: _StepCounts,
+    *,
+    guardrails_measured: np.ndarray,
+    latency_breached: np.ndarray,
+    error_rate_increase: np.ndarray,
+    treatment_assigned_at_step: np.ndarray,
+    current_share: np.ndarray,
+    can_change_allocation: np.ndarray,
+    hours_elapsed: np.ndarray | float,
+    previous_p_value_better: np.ndarray,
+    previous_p_value_worse: np.ndarray,
+    previous_p_value_futility: np.ndarray,
+    policy: Policy,
+) -> _Looks:
+    """The decision rules of one look for many experiments at once; ``decide`` and the simulation share it."""
+    srm_chi_square, srm_degrees_of_freedom = sample_ratio_mismatch(
+        counts.assigned_control, counts.assigned_treatment, counts.treatment_share
+    )
+    enough_labels = (counts.labelled_control.sum(axis=-1) >= policy.min_labelled_per_arm) & (
+        counts.labelled_treatment.sum(axis=-1) >= policy.min_labelled_per_arm
+    )
+    difference, variance = difference_in_rates(
+        counts.labelled_control,
+        counts.successes_control,
+        counts.labelled_treatment,
+        counts.successes_treatment,
+    )
+    log_lr_better = log_one_sided_mixture_likelihood_ratio(difference, variance, policy.mixing_sd)
+    log_lr_worse = log_one_sided_mixture_likelihood_ratio(-difference, variance, policy.mixing_sd)
+    if policy.minimum_detectable_effect is None:
+        log_lr_futility = np.full_like(log_lr_better, -np.inf)
+    else:
+        log_lr_futility = log_one_sided_mixture_likelihood_ratio(
+            policy.minimum_detectable_effect - difference, variance, policy.mixing_sd
+        )
+
+    def running(previous: np.ndarray, log_likelihood_ratio: np.ndarray) -> np.ndarray:
+        # Looks before enough labels stay out: the normal approximation is not trusted there.
+        current = p_value_from_log_likelihood_ratio(log_likelihood_ratio)
+        return np.where(enough_labels, np.minimum(previous, current), previous)
+
+    p_value_better = running(previous_p_value_better, log_lr_better)
+    p_value_worse = running(previous_p_value_worse, log_lr_worse)
+    p_value_futility = running(previous_p_value_futility, log_lr_futility)
+
+    guardrail_breach = guardrails_measured & (
+        np.asarray(latency_breached, dtype=bool) | (error_rate_increase > policy.max_error_rate_increase)
+    )
+    if policy.is_bandit:
+        # A bandit closes an allocation period once its guardrails were measured there and the test counts
+        # labels: both conditions are counts, never outcomes, so a period's estimate is unbiased. (Ending a
+        # period when the leader changes would bias the difference within it.) A small change of share is
+        # not applied, but the period still closes.
+        target_share, p_treatment_better = bandit_share(
+            counts.labelled_control.sum(axis=-1),
+            counts.successes_control.sum(axis=-1),
+            counts.labelled_treatment.sum(axis=-1),
+            counts.successes_treatment.sum(axis=-1),
+            policy,
+        )
+        current_share = np.asarray(current_share, dtype=float)
+        target_share = np.where(
+            np.abs(target_share - current_share) >= policy.min_share_change - 1e-12, target_share, current_share
+        )
+        can_ramp = np.zeros_like(guardrails_measured)
+        can_reallocate = can_change_allocation & guardrails_measured & enough_labels
+    else:
+        target_share = np.asarray(current_share, dtype=float)
+        p_treatment_better = np.full(target_share.shape, np.nan)
+        can_ramp = (
+            can_change_allocation
+            & guardrails_measured
+            & (treatment_assigned_at_step >= policy.min_treatment_assigned_per_step)
+        )
+        can_reallocate = np.zeros_like(guardrails_measured)
+    conditions = [  # same order as RULES
+        _srm_mismatch(srm_chi_square, srm_degrees_of_freedom, policy.srm_p_value_threshold),
+        guardrail_breach,
+        guardrails_measured & (p_value_better <= policy.alpha),  # never promote without guardrail evidence
+        p_value_worse <= policy.alpha,
+        p_value_futility <= policy.alpha,
+        np.broadcast_to(np.asarray(hours_elapsed) >= policy.max_duration_hours, srm_chi_square.shape),
+        can_ramp,
+        can_reallocate,
+    ]
+    rule = np.select(conditions, np.arange(len(conditions)), default=_NO_CONCLUSION)
+    return _Looks(
+        rule=rule,
+        srm_chi_square=srm_chi_square,
+        srm_degrees_of_freedom=srm_degrees_of_freedom,
+        enough_labels=enough_labels,
+        difference=difference,
+        variance=variance,
+        log_likelihood_ratio_better=log_lr_better,
+        p_value_better=p_value_better,
+        p_value_worse=p_value_worse,
+        p_value_futility=p_value_futility,
+        target_share=target_share,
+        p_treatment_better=p_treatment_better,
+    )
+
+
+# --- the decision of one look ---
+
+
+def decide(evidence: Evidence, policy: Policy) -> Decision:
+    """The action for one look at an experiment, with a readable reason and the numbers behind it."""
+    steps = evidence.steps
+    counts = _step_counts(steps)
+    control, treatment = evidence.control, evidence.treatment
+    latency_p95_ratio = treatment.latency_p95_ms / control.latency_p95_ms
+    latency_breached = bool(latency_breach(treatment.latency_p95_ms, control.latency_p95_ms,
+                                           policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))  # fmt: skip
+    error_rate_increase = treatment.error_rate - control.error_rate
+    guardrails_measured = min(control.n_assigned, treatment.n_assigned) >= policy.min_assigned_for_guardrails
+    next_ramp_share = policy.next_ramp_share(evidence.treatment_share)
+    previous = evidence.previous or SequentialState()
+    looks = _evaluate_looks(
+        counts,
+        guardrails_measured=np.array([guardrails_measured]),
+        latency_breached=np.array([latency_breached]),
+        error_rate_increase=np.array([error_rate_increase]),
+        treatment_assigned_at_step=np.array([treatment.n_assigned]),
+        current_share=np.array([evidence.treatment_share]),
+        can_change_allocation=np.array([policy.is_bandit or next_ramp_share is not None]),
+        hours_elapsed=evidence.hours_elapsed,
+        previous_p_value_better=np.array([previous.p_value_better]),
+        previous_p_value_worse=np.array([previous.p_value_worse]),
+        previous_p_value_futility=np.array([previous.p_value_futility]),
+        policy=policy,
+    )
+    rule, action = RULES[int(looks.rule[0])]
+    difference, variance = float(looks.difference[0]), float(looks.variance[0])
+    enough_labels = bool(looks.enough_labels[0])
+
+    lower, upper = previous.difference_lower, previous.difference_upper
+    if enough_labels and math.isfinite(variance):
+        half_width = always_valid_half_width(variance, policy.mixing_sd, policy.alpha)
+        lower, upper = max(lower, difference - half_width), min(upper, difference + half_width)
+    state = SequentialState(
+        p_value_better=float(looks.p_value_better[0]),
+        p_value_worse=float(looks.p_value_worse[0]),
+        p_value_futility=float(looks.p_value_futility[0]),
+        difference_lower=lower,
+        difference_upper=upper,
+    )
+
+    assigned_control = sum(step.control.n_assigned for step in steps)
+    assigned_treatment = sum(step.treatment.n_assigned for step in steps)
+    assigned = assigned_control + assigned_treatment
+    labelled_control = sum(step.control.n_labelled for step in steps)
+    labelled_treatment = sum(step.treatment.n_labelled for step in steps)
+    rate_control = (
+        sum(step.control.successes for step in steps) / labelled_control if labelled_control else None
+    )
+    rate_treatment = (
+        sum(step.treatment.successes for step in steps) / labelled_treatment if labelled_treatment else None
+    )
+    expected_share = (
+        sum(step.treatment_share * (step.control.n_assigned + step.treatment.n_assigned) for step in steps)
+        / assigned
+        if assigned
+        else evidence.treatment_share
+    )
+    statistics = {
+        "rule": rule,
+        "look": evidence.look,
+        "hours_elapsed": evidence.hours_elapsed,
+        "treatment_share": evidence.treatment_share,
+        "allocation_steps": len(steps),
+        "arms": {
+            "control": _arm_statistics(control, assigned_control, labelled_control, rate_control),
+            "treatment": _arm_statistics(treatment, assigned_treatment, labelled_treatment, rate_treatment),
+        },
+        "sample_ratio": {
+            "chi_square": looks.srm_chi_square[0],
+            "degrees_of_freedom": looks.srm_degrees_of_freedom[0],
+            "p_value": srm_p_value(float(looks.srm_chi_square[0]), int(looks.srm_degrees_of_freedom[0])),
+            "threshold": policy.srm_p_value_threshold,
+            "expected_treatment_share": expected_share,
+            "observed_treatment_share": assigned_treatment / assigned if assigned else None,
+        },
+        "guardrails": {
+            "measured": guardrails_measured,
+            "min_assigned_per_arm": policy.min_assigned_for_guardrails,
+            "latency_p95_ratio": latency_p95_ratio,
+            "max_latency_p95_ratio": policy.max_latency_p95_ratio,
+            "latency_p95_increase_ms": treatment.latency_p95_ms - control.latency_p95_ms,
+            "latency_p95_tolerance_ms": policy.latency_p95_tolerance_ms,
+            "latency_breached": latency_breached,
+            "error_rate_increase": error_rate_increase,
+            "max_error_rate_increase": policy.max_error_rate_increase,
+        },
+        "test": {
+            "method": "mSPRT, one-sided normal mixtures, within-step inverse-variance weighted difference",
+            "alpha": policy.alpha,
+            "mixing_sd": policy.mixing_sd,
+            "likelihood_ratio_threshold": 1 / policy.alpha,
+            "minimum_detectable_effect": policy.minimum_detectable_effect,
+            "min_labelled_per_arm": policy.min_labelled_per_arm,
+            "enough_labels": enough_labels,
+            "difference": difference,
+            "difference_variance": variance,
+            # The fixed-horizon z-test is not valid under hourly looks; stored for comparison only.
+            "fixed_horizon_p_value_better": float(stats.norm.sf(difference / math.sqrt(variance)))
+            if variance > 0
+            else None,
+            "likelihood_ratio_better": math.exp(min(700.0, float(looks.log_likelihood_ratio_better[0]))),
+            "always_valid_p_value_better": state.p_value_better,
+            "always_valid_p_value_worse": state.p_value_worse,
+            "always_valid_p_value_futility": state.p_value_futility,
+            "always_valid_interval": [lower, upper],
+            "always_valid_interval_level": 1 - 2 * policy.alpha,
+        },
+        "max_duration_hours": policy.max_duration_hours,
+        "next_ramp_share": next_ramp_share,
+        "allocation": {
+            "strategy": policy.strategy,
+            "current_share": evidence.treatment_share,
+            "target_share": float(looks.target_share[0]),
+            "posterior_p_treatment_better": float(looks.p_treatment_better[0]),
+            "epsilon": policy.epsilon if policy.strategy == "epsilon_greedy" else None,
+            "share_bounds": [policy.bandit_min_share, policy.bandit_max_share] if policy.is_bandit else None,
+            "min_share_change": policy.min_share_change if policy.is_bandit else None,
+        },
+    }
+    next_allocation = {
+        "continue": evidence.treatment_share,
+        "ramp": next_ramp_share,
+        "reallocate": float(looks.target_share[0]),
+        "promote": 1.0,
+    }.get(action, 0.0)
+    reason = _reason(rule, evidence, policy, statistics, next_allocation)
+    return Decision(action, float(next_allocation), reason, _plain(statistics), state)
+
+
+def _step_counts(steps: tuple[AllocationStep, ...]) -> _StepCounts:
+    def row(values: Any) -> np.ndarray:
+        return np.array([list(values)], dtype=float)
+
+    return _StepCounts(
+        treatment_share=row(step.treatment_share for step in steps),
+        assigned_control=row(step.control.n_assigned for step in steps),
+        assigned_treatment=row(step.treatment.n_assigned for step in steps),
+        labelled_control=row(step.control.n_labelled for step in steps),
+        labelled_treatment=row(step.treatment.n_labelled for step in steps),
+        successes_control=row(step.control.successes for step in steps),
+        successes_treatment=row(step.treatment.successes for step in steps),
+    )
+
+
+def _arm_statistics(
+    arm: ArmEvidence, assigned: int, labelled: int, success_rate: float | None
+) -> dict[str, Any]:
+    return {
+        "name": arm.name,
+        "n_assigned": assigned,
+        "n_labelled": labelled,
+        "success_rate": success_rate,
+        "n_assigned_at_step": arm.n_assigned,
+        "error_rate_at_step": arm.error_rate,
+        "latency_p95_ms_at_step": arm.latency_p95_ms,
+    }
+
+
+def _reason(
+    rule: str, evidence: Evidence, policy: Policy, statistics: dict[str, Any], next_allocation: float
+) -> str:
+    control, treatment = evidence.control, evidence.treatment
+    arms, srm, guardrails, test = (
+        statistics["arms"],
+        statistics["sample_ratio"],
+        statistics["guardrails"],
+        statistics["test"],
+    )
+    lower, upper = test["always_valid_interval"]
+    estimate = (
+        f"success rate {_rate(arms['treatment']['success_rate'])} (treatment, {arms['treatment']['n_labelled']:,} labelled) "
+        f"vs {_rate(arms['control']['success_rate'])} (control, {arms['control']['n_labelled']:,} labelled), "
+        f"difference {_signed(test['difference'])}, always-valid {test['always_valid_interval_level']:.0%} interval "
+        f"[{lower:+.4f}, {upper:+.4f}]"
+    )
+    if rule == "sample_ratio_mismatch":
+        total = arms["control"]["n_assigned"] + arms["treatment"]["n_assigned"]
+        return (
+            f"Halt: sample-ratio mismatch, the treatment has {srm['observed_treatment_share']:.1%} of {total:,} assigned units "
+            f"where {srm['expected_treatment_share']:.1%} was planned (chi-square {srm['chi_square']:.1f}, "
+            f"{_p_value_text(srm['p_value'])} < {policy.srm_p_value_threshold:g}); assignment is broken, all traffic returns to the control."
+        )
+    if rule == "guardrail_breach":
+        breaches = []
+        if guardrails["latency_breached"]:
+            breaches.append(
+                f"latency p95 is {guardrails['latency_p95_ratio']:.2f}x the control ({treatment.latency_p95_ms:.1f} ms vs "
+                f"{control.latency_p95_ms:.1f} ms, limit {policy.max_latency_p95_ratio:.2f}x and "
+                f"+{policy.latency_p95_tolerance_ms:g} ms)"
+            )
+        if guardrails["error_rate_increase"] > policy.max_error_rate_increase:
+            breaches.append(
+                f"error rate is {treatment.error_rate:.2%} vs {control.error_rate:.2%} (increase "
+                f"{guardrails['error_rate_increase']:+.2%}, limit {policy.max_error_rate_increase:+.2%})"
+            )
+        return f"Reject: guardrail breached at {evidence.treatment_share:.0%} traffic: {'; '.join(breaches)}."
+    if rule == "treatment_better":
+        return (
+            f"Promote: the treatment is better, {estimate}; always-valid p = {test['always_valid_p_value_better']:.3g} "
+            f"<= alpha {policy.alpha:g} at look {evidence.look} ({evidence.hours_elapsed:g} h)."
+        )
+    if rule == "treatment_worse":
+        return (
+            f"Reject: the treatment is worse, {estimate}; always-valid p = {test['always_valid_p_value_worse']:.3g} "
+            f"<= alpha {policy.alpha:g} at look {evidence.look} ({evidence.hours_elapsed:g} h)."
+        )
+    if rule == "futility":
+        return (
+            f"Reject for futility: an improvement of {policy.minimum_detectable_effect:+.4f} is ruled out, {estimate}; "
+            f"always-valid p = {test['always_valid_p_value_futility']:.3g} <= alpha {policy.alpha:g}."
+        )
+    if rule == "max_duration":
+        return (
+            f"Inconclusive after {evidence.hours_elapsed:g} h (max {policy.max_duration_hours:g} h): {estimate}; "
+            f"always-valid p(better) = {test['always_valid_p_value_better']:.3g}, p(worse) = "
+            f"{test['always_valid_p_value_worse']:.3g}; the champion keeps all traffic."
+        )
+    if rule == "ramp":
+        return (
+            f"Ramp from {evidence.treatment_share:.0%} to {next_allocation:.0%}: guardrails pass with "
+            f"{treatment.n_assigned:,} treatment units at this step (latency p95 ratio {guardrails['latency_p95_ratio']:.2f}, "
+            f"{guardrails['latency_p95_increase_ms']:+.1f} ms: no breach of {policy.max_latency_p95_ratio:.2f}x and "
+            f"+{policy.latency_p95_tolerance_ms:g} ms; error-rate increase {guardrails['error_rate_increase']:+.2%} "
+            f"<= {policy.max_error_rate_increase:+.2%}); always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
+        )
+    if rule == "reallocate":
+        allocation = statistics["allocation"]
+        how = (
+            f"Thompson sampling: P(treatment better) = {allocation['posterior_p_treatment_better']:.3f}"
+            if policy.strategy == "thompson"
+            else f"epsilon-greedy (epsilon {policy.epsilon:g}): the "
+            f"{'treatment' if allocation['posterior_p_treatment_better'] > 0.5 else 'control'} leads"
+        )
+        change = (
+            f"Reallocate from {evidence.treatment_share:.0%} to {next_allocation:.0%} of the units"
+            if not math.isclose(next_allocation, evidence.treatment_share)
+            else f"New allocation period, still at {next_allocation:.0%} (a change below {policy.min_share_change:.0%} is not applied)"
+        )
+        return (
+            f"{change}: {how}, clipped to [{policy.bandit_min_share:.0%}, {policy.bandit_max_share:.0%}]; "
+            f"guardrails pass at this allocation; {estimate}; always-valid p(better) = "
+            f"{test['always_valid_p_value_better']:.3g}."
+        )
+    if not test["enough_labels"]:
+        return (
+            f"Continue at {evidence.treatment_share:.0%}: waiting for labels, {arms['control']['n_labelled']:,} in control "
+            f"and {arms['treatment']['n_labelled']:,} in treatment; each arm needs {policy.min_labelled_per_arm:,} "
+            "before the test counts."
+        )
+    return (
+        f"Continue at {evidence.treatment_share:.0%}: no conclusion yet, {estimate}; always-valid p(better) = "
+        f"{test['always_valid_p_value_better']:.3g}, p(worse) = {test['always_valid_p_value_worse']:.3g} "
+        f"(alpha {policy.alpha:g})."
+    )
+
+
+def _rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.4f}"
+
+
+def _p_value_text(p_value: float) -> str:
+    return f"p = {p_value:.3g}" if p_value >= 1e-300 else "p < 1e-300"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}" if math.isfinite(value) else "n/a"
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN and infinities to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# --- after a promotion: the watch window ---
+
+WATCH_RULES: tuple[tuple[str, Action], ...] = (
+    ("degraded", "rollback"),
+    ("guardrail_breach", "rollback"),
+    ("window_passed", "keep"),
+    ("no_conclusion_yet", "continue"),
+)
+WATCH_RULE_NAMES = tuple(name for name, _ in WATCH_RULES)
+
+
+@dataclass(frozen=True)
+class WatchPolicy:
+    """When a freshly promoted champion is rolled back: during ``window_hours`` after the promotion it is
+    compared with itself as the experiment's treatment. It is rolled back when the always-valid test says
+    its success rate fell by more than ``max_success_rate_drop`` (null: drop <= margin), or when its
+    latency p95 or error rate grew beyond the guardrails; at the end of the window it is kept."""
+
+    window_hours: float = 72.0  # the spec default (promotion.watch.window, 3d)
+    max_success_rate_drop: float = 0.03  # absolute, on the primary 0/1 outcome
+    min_labelled: int = 200  # labelled predictions since the promotion before the test counts
+    alpha: float = 0.05
+    mixing_sd: float = 0.02
+    max_latency_p95_ratio: float = 1.25  # p95 after / p95 during the experiment
+    latency_p95_tolerance_ms: float = 5.0  # ... and more than this many ms slower (see latency_breach)
+    max_error_rate_increase: float = 0.005
+    min_assigned_for_guardrails: int = 200
+
+    def __post_init__(self) -> None:
+        if not self.window_hours >= 0 or not self.max_success_rate_drop >= 0:
+            raise ValueError("window_hours and max_success_rate_drop must be >= 0")
+        if not self.latency_p95_tolerance_ms >= 0:
+            raise ValueError(f"latency_p95_tolerance_ms must be >= 0, got {self.latency_p95_tolerance_ms}")
+        if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
+            raise ValueError(f"alpha must be in (0, 1) and mixing_sd > 0, got {self.alpha}, {self.mixing_sd}")
+
+    @classmethod
+    def from_spec(cls, watch: Watch, window: timedelta | None = None) -> WatchPolicy:
+        """The policy of a spec's ``promotion.watch`` block; ``window`` overrides its length (a watch keeps
+        the window its promotion set, whatever the spec says now)."""
+        values = watch.model_dump(exclude={"window", "poke_interval"})
+        return cls(**values, window_hours=(watch.window if window is None else window) / timedelta(hours=1))
+
+
+@dataclass(frozen=True)
+class WatchEvidence:
+    """The promoted version as the experiment's treatment (``during``) and since its promotion (``after``).
+    ``previous`` is the state stored with the last watch decision; its ``p_value_worse`` is the running
+    always-valid p-value of "degraded beyond the margin"."""
+
+    during: ArmEvidence
+    after: ArmEvidence
+    hours_elapsed: float
+    look: int
+    previous: SequentialState | None = None
+
+
+def _evaluate_watch(
+    labelled_during: np.ndarray,
+    successes_during: np.ndarray,
+    labelled_after: np.ndarray,
+    successes_after: np.ndarray,
+    *,
+    guardrail_breach: np.ndarray,
+    hours_elapsed: np.ndarray | float,
+    previous_p_value: np.ndarray,
+    policy: WatchPolicy,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rule index, running p-value of degradation, difference after - during, its variance), vectorised."""
+
+    def one_step(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=float)[..., None]
+
+    difference, variance = difference_in_rates(
+        one_step(labelled_during), one_step(successes_during), one_step(labelled_after), one_step(successes_after)
+    )
+    # H0: difference >= -margin; evidence against it is -margin - difference > 0 (the futility form)
+    log_lr = log_one_sided_mixture_likelihood_ratio(-policy.max_success_rate_drop - difference, variance, policy.mixing_sd)
+    enough_labels = np.asarray(labelled_after) >= policy.min_labelled
+    p_value = np.where(
+        enough_labels, np.minimum(previous_p_value, p_value_from_log_likelihood_ratio(log_lr)), previous_p_value
+    )
+    conditions = [
+        p_value <= policy.alpha,
+        np.asarray(guardrail_breach, dtype=bool),
+        np.broadcast_to(np.asarray(hours_elapsed) >= policy.window_hours, p_value.shape),
+    ]
+    rule = np.select(conditions, np.arange(len(conditions)), default=len(WATCH_RULES) - 1)
+    return rule, p_value, difference, variance
+
+
+def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
+    """Keep or roll back a new champion at one look of its watch window. ``next_allocation`` is its share:
+    1.0 (kept, or still watched) or 0.0 (rolled back to the previous champion)."""
+    during, after = evidence.during, evidence.after
+    previous = evidence.previous or SequentialState()
+    measured = min(during.n_assigned, after.n_assigned) >= policy.min_assigned_for_guardrails
+    latency_p95_ratio = after.latency_p95_ms / during.latency_p95_ms
+    latency_breached = bool(latency_breach(after.latency_p95_ms, during.latency_p95_ms,
+                                           policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))  # fmt: skip
+    error_rate_increase = after.error_rate - during.error_rate
+    breach = measured and (latency_breached or error_rate_increase > policy.max_error_rate_increase)
+    rule_index, p_value, difference, variance = _evaluate_watch(
+        np.array(during.n_labelled), np.array(during.successes), np.array(after.n_labelled), np.array(after.successes),
+        guardrail_breach=np.array(breach), hours_elapsed=evidence.hours_elapsed,
+        previous_p_value=np.array(previous.p_value_worse), policy=policy,
+    )  # fmt: skip
+    rule, action = WATCH_RULES[int(rule_index)]
+    difference, variance = float(difference), float(variance)
+    enough_labels = after.n_labelled >= policy.min_labelled
+    lower, upper = previous.difference_lower, previous.difference_upper
+    if enough_labels and math.isfinite(variance) and variance > 0:
+        half_width = always_valid_half_width(variance, policy.mixing_sd, policy.alpha)
+        lower, upper = max(lower, difference - half_width), min(upper, difference + half_width)
+    state = SequentialState(p_value_worse=float(p_value), difference_lower=lower, difference_upper=upper)
+    statistics = {
+        "rule": rule,
+        "look": evidence.look,
+        "hours_elapsed": evidence.hours_elapsed,
+        "window_hours": policy.window_hours,
+        "during_experiment": _arm_statistics(during, during.n_assigned, during.n_labelled, during.success_rate),
+        "after_promotion": _arm_statistics(after, after.n_assigned, after.n_labelled, after.success_rate),
+        "test": {
+            "method": "mSPRT, one-sided normal mixture: H0 success rate after >= during - max_success_rate_drop",
+            "alpha": policy.alpha,
+            "mixing_sd": policy.mixing_sd,
+            "max_success_rate_drop": policy.max_success_rate_drop,
+            "min_labelled": policy.min_labelled,
+            "enough_labels": enough_labels,
+            "difference": difference,
+            "difference_variance": variance,
+            "always_valid_p_value_degraded": state.p_value_worse,
+            "always_valid_interval": [lower, upper],
+            "always_valid_interval_level": 1 - 2 * policy.alpha,
+        },
+        "guardrails": {
+            "measured": measured,
+            "min_assigned": policy.min_assigned_for_guardrails,
+            "latency_p95_ratio": latency_p95_ratio,
+            "max_latency_p95_ratio": policy.max_latency_p95_ratio,
+            "latency_p95_increase_ms": after.latency_p95_ms - during.latency_p95_ms,
+            "latency_p95_tolerance_ms": policy.latency_p95_tolerance_ms,
+            "latency_breached": latency_breached,
+            "error_rate_increase": error_rate_increase,
+            "max_error_rate_increase": policy.max_error_rate_increase,
+        },
+    }
+    rates = (
+        f"success rate {_rate(after.success_rate)} since the promotion ({after.n_labelled:,} labelled) vs "
+        f"{_rate(during.success_rate)} in the experiment ({during.n_labelled:,} labelled), difference {_signed(difference)}"
+    )
+    if rule == "degraded":
+        reason = (
+            f"Roll back: the new champion degraded, {rates}; always-valid p = {state.p_value_worse:.3g} <= alpha "
+            f"{policy.alpha:g} that it dropped by more than {policy.max_success_rate_drop:g}."
+        )
+    elif rule == "guardrail_breach":
+        reason = (
+            f"Roll back: guardrail breached since the promotion: latency p95 {after.latency_p95_ms:.1f} ms vs "
+            f"{during.latency_p95_ms:.1f} ms (ratio {latency_p95_ratio:.2f}, limit {policy.max_latency_p95_ratio:.2f}x "
+            f"and +{policy.latency_p95_tolerance_ms:g} ms), error rate {after.error_rate:.2%} vs {during.error_rate:.2%} (limit +{policy.max_error_rate_increase:.2%})."
+        )
+    elif rule == "window_passed":
+        reason = (
+            f"Keep: the {policy.window_hours:g} h watch window passed without degradation ({rates}; "
+            f"always-valid p(degraded) = {state.p_value_worse:.3g})"
+            + ("." if enough_labels else f"; only {after.n_labelled:,} labels arrived, {policy.min_labelled:,} were needed to judge.")
+        )
+    else:
+        reason = (
+            f"Watching ({evidence.hours_elapsed:g} of {policy.window_hours:g} h): {rates}; always-valid "
+            f"p(degraded) = {state.p_value_worse:.3g}"
+            + ("." if enough_labels else f"; the test counts from {policy.min_labelled:,} labels.")
+        )
+    return Decision(action, 0.0 if action == "rollback" else 1.0, reason, _plain(statistics), state)

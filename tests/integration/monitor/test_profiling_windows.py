@@ -1,0 +1,339 @@
+"""Profiling against a real PostgreSQL: windows, grains, merges, bins on the reference, reruns."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import orjson
+import pandas as pd
+import psycopg
+import pytest
+from psycopg import sql
+
+from driftloop.core.spec import get_spec
+from driftloop.ingest.loader import ingest
+from driftloop.monitor import profiling
+from driftloop.monitor.profiling import (
+    ALL,
+    column_bins,
+    load_profile,
+    profile_columns,
+    profile_frame,
+    profile_windows,
+    profiling_frame,
+    reference_profile,
+    store_reference,
+)
+from driftloop.sim.world import Scenario, generate_predictions, prediction_lines
+from landing import NOW, land, prediction
+
+pytestmark = pytest.mark.integration
+
+SPEC = get_spec("churn")
+D0 = datetime(2026, 11, 18, tzinfo=UTC)  # two closed days: 2026-11-18 and 2026-11-19 (NOW is 11-20 12:00)
+D1 = D0 + timedelta(days=1)
+END = D0 + timedelta(days=2)
+OPTIONAL = [f.name for f in SPEC.features if not f.required]
+COLUMNS = [c.name for c in profile_columns(SPEC)]
+FAILED_HOURS = [D0 + timedelta(hours=3), D1 + timedelta(hours=10)]
+
+
+def _clone(admin_url: str, template_url: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(template_url)
+    name = f"dl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(info["dbname"])
+            )
+        )
+    return psycopg.conninfo.make_conninfo(**{**info, "dbname": name})
+
+
+@pytest.fixture(scope="module")
+def landed(admin_url, tmp_path_factory):
+    """A warehouse holding two days of ingested churn traffic: version "1" (control) both days with 10 %
+    nulls in optional features, version "2" (challenger) on the second day, and failed requests;
+    plus a reference for version "1". Returns (url, the generated frames by (version, day))."""
+    from conftest import drop_database, new_database
+
+    url = new_database(admin_url)
+    root = tmp_path_factory.mktemp("landing")
+    frames = {}
+    for day in (D0, D1):
+        frames[("1", day)] = generate_predictions(
+            SPEC, 2_400, day, day + timedelta(days=1), Scenario(seed=day.day, missing_rate=0.1)
+        )
+    frames[("2", D1)] = generate_predictions(
+        SPEC, 600, D1, D1 + timedelta(days=1),
+        Scenario(seed=7, model_version="2", variant="challenger", missing_rate=0.1),
+    )  # fmt: skip
+    for (version, day), frame in frames.items():
+        failed = b"".join(
+            orjson.dumps(prediction(SPEC, prediction=None, scores=None, features=None, error="timeout",
+                                    request_ts=(hour + timedelta(minutes=20)).isoformat())) + b"\n"
+            for hour in FAILED_HOURS if hour.date() == day.date() and version == "1"
+        )  # fmt: skip
+        land(
+            root,
+            "churn",
+            "predictions",
+            f"v{version}.jsonl",
+            prediction_lines(frame) + failed,
+            day=day.date().isoformat(),
+        )
+    result = ingest(SPEC, landing_root=str(root), url=url, now=NOW, kinds=["predictions"])
+    assert result.rows_rejected == 0 and result.rows_loaded == sum(len(f) for f in frames.values()) + len(
+        FAILED_HOURS
+    )
+    training = generate_predictions(
+        SPEC, 20_000, D0 - timedelta(days=30), D0 - timedelta(days=2), Scenario(seed=100)
+    )
+    store_reference(
+        url, SPEC, reference_profile(SPEC, "1", training, source={"kind": "simulated training data"})
+    )
+    yield url, frames
+    drop_database(admin_url, url)
+
+
+@pytest.fixture
+def url(admin_url, landed):
+    """A copy of the landed warehouse for one test."""
+    from conftest import drop_database
+
+    copy = _clone(admin_url, landed[0])
+    yield copy
+    drop_database(admin_url, copy)
+
+
+def query(url, statement, params=()):
+    with psycopg.connect(url) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def table_counts(url):
+    return {
+        table: query(url, f"select count(*) from profiles.{table}")[0][0]
+        for table in ("whylogs_profiles", "reference_profiles", "column_summaries", "column_bins")
+    }
+
+
+def test_one_profile_per_window_version_variant_and_segment(url):
+    result = profile_windows(url, SPEC, D0, END, now=NOW)
+
+    # hourly: one per hour x version x variant x segment seen in raw (failed requests excluded), plus '(all)'
+    expected_hourly = query(url, """
+        select count(*) from (
+            select distinct date_trunc('hour', request_ts), model_version, variant, coalesce(segment, '(null)')
+            from raw.predictions where error is null
+            union all
+            select distinct date_trunc('hour', request_ts), model_version, variant, '(all)'
+            from raw.predictions where error is null) as grains""")[0][0]  # fmt: skip
+    grains = dict(query(url, "select window_size, count(*) from profiles.whylogs_profiles group by 1"))
+    assert grains == {
+        "hour": expected_hourly,
+        "day": 4 + 4 + 4,
+        "reference": 1,
+    }  # day: 2 x v1 + 1 x v2, 3 segments + (all)
+    assert len(result.hours) == 48 and result.days == [D0, D1] and result.profiles == expected_hourly + 12
+    assert result.unbinned_versions == ["2"]
+    # n_rows: the raw rows of the window; segments add up to '(all)'; failed requests are not profiled
+    by_window = query(url, """
+        select p.window_start, p.model_version, p.n_rows, s.n_rows, r.n
+        from profiles.whylogs_profiles p
+        join (select window_start, model_version, sum(n_rows) as n_rows from profiles.whylogs_profiles
+              where window_size = 'hour' and segment <> '(all)' group by 1, 2) s using (window_start, model_version)
+        join (select date_trunc('hour', request_ts) as window_start, model_version, count(*) filter (where error is null) as n
+              from raw.predictions group by 1, 2) r using (window_start, model_version)
+        where p.window_size = 'hour' and p.segment = '(all)'""")  # fmt: skip
+    assert len(by_window) == 48 + 24 and all(n == s == r for _, _, n, s, r in by_window)
+    daily = query(url, "select model_version, window_start, n_rows from profiles.whylogs_profiles "
+                       "where window_size = 'day' and segment = '(all)' order by 1, 2")  # fmt: skip
+    assert daily == [("1", D0, 2_400), ("1", D1, 2_400), ("2", D1, 600)]
+    # every profile is flattened: a summary per column; bins per column on the reference of version "1"
+    profiles = query(url, "select count(*) from profiles.whylogs_profiles")[0][0]
+    assert table_counts(url)["column_summaries"] == profiles * len(COLUMNS)
+    edges = query(url, "select bin_edges from profiles.reference_profiles where model_version = '1'")[0][0]
+    bins = query(url, """
+        select model_version, column_name, count(*), sum(fraction) from profiles.column_bins
+        group by profile_id, model_version, column_name""")  # fmt: skip
+    assert {v for v, *_ in bins} == {"1"}  # version "2" has no reference (yet): no bins
+    v1_profiles = query(url, "select count(*) from profiles.whylogs_profiles where model_version = '1'")[0][0]
+    assert len(bins) == v1_profiles * len(COLUMNS)
+    for _, column, n_bins, total in bins:
+        entry = edges[column]
+        assert n_bins == len(entry.get("edges", entry.get("categories"))) + 1
+        assert total == pytest.approx(1.0, abs=1e-9)
+    # the stored profile is a whylogs profile of the window
+    profile_id, n_rows = query(url, "select profile_id, n_rows from profiles.whylogs_profiles "
+                                    "where window_size = 'hour' and segment = 'eu' limit 1")[0]  # fmt: skip
+    view = load_profile(url, profile_id)
+    assert sorted(view.get_columns()) == sorted(COLUMNS)
+    assert view.get_column("plan").get_metric("counts").n.value == n_rows
+
+
+def test_daily_profile_is_the_merge_of_its_hours(url, landed):
+    # GIVEN the windows profiled; the daily profiles are merges of the hourly ones
+    profile_windows(url, SPEC, D0, END, now=NOW)
+    day_frame = profiling_frame(landed[1][("1", D1)], SPEC)
+    # WHEN the whole day is profiled in one go from the rows that were landed
+    whole = profile_frame(day_frame, SPEC)
+    edges = query(url, "select bin_edges from profiles.reference_profiles where model_version = '1'")[0][0]
+    stored = query(url, """
+        select column_name, array_agg(fraction order by bin_index), min(count)
+        from profiles.column_bins where window_size = 'day' and window_start = %s and model_version = '1'
+          and segment = '(all)' group by column_name""", (D1,))  # fmt: skip
+    # THEN the daily bins equal the whole day's, within the KLL error (categories: exactly)
+    assert {column for column, _, _ in stored} == set(COLUMNS)
+    for column, fractions, _ in stored:
+        expected = [b["fraction"] for b in column_bins(whole.get_column(column), edges[column])]
+        if edges[column]["type"] == "numeric":
+            kll = whole.get_column(column).get_metric("distribution").kll.value
+            tolerance = 2 * kll.normalized_rank_error(True)
+        else:
+            tolerance = 1e-9
+        assert np.abs(np.subtract(fractions, expected)).max() <= tolerance, column
+    # AND the daily counts are exactly the hours' counts
+    counts = query(url, """
+        select d.column_name, d.count, d.null_count, h.count, h.null_count
+        from profiles.column_summaries d
+        join (select column_name, sum(count) as count, sum(null_count) as null_count from profiles.column_summaries
+              where window_size = 'hour' and segment = '(all)' and model_version = '1'
+                and window_start >= %(day)s and window_start < %(day)s + interval '1 day' group by 1) h using (column_name)
+        where d.window_size = 'day' and d.window_start = %(day)s and d.segment = '(all)' and d.model_version = '1'
+        """, {"day": D1})  # fmt: skip
+    assert len(counts) == len(COLUMNS) and all(dc == hc and dn == hn for _, dc, dn, hc, hn in counts)
+    day_summary = {c: (n, nulls) for c, n, nulls, _, _ in counts}
+    assert day_summary["age"] == (len(day_frame), day_frame["age"].isna().sum())
+
+
+@pytest.mark.slow
+def test_rerun_replaces_windows_and_adds_no_rows(url):
+    profile_windows(url, SPEC, D0, END, now=NOW)
+    first = table_counts(url)
+    first_ids = {
+        r[0]
+        for r in query(
+            url, "select profile_id from profiles.whylogs_profiles where window_size <> 'reference'"
+        )
+    }
+    # WHEN everything is profiled again, then a few hours of the first day
+    profile_windows(url, SPEC, D0, END, now=NOW)
+    partial = profile_windows(url, SPEC, D0 + timedelta(hours=5), D0 + timedelta(hours=8), now=NOW)
+    # THEN the windows were rewritten (new ids), nothing was added, and no grain is duplicated
+    assert table_counts(url) == first
+    ids = {
+        r[0]
+        for r in query(
+            url, "select profile_id from profiles.whylogs_profiles where window_size <> 'reference'"
+        )
+    }
+    assert len(ids) == len(first_ids) and not ids & first_ids
+    assert len(partial.hours) == 3 and partial.days == []  # the day is not complete inside the range
+    duplicates = query(
+        url,
+        """
+        select count(*) from (select 1 from profiles.whylogs_profiles
+        group by model_name, model_version, variant, segment, window_size, window_start having count(*) > 1) d""",
+    )
+    assert duplicates == [(0,)]
+    # AND an hour whose raw rows are gone (retention) keeps its profiles on a rerun
+    gone = D0 + timedelta(hours=2)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "delete from raw.predictions where request_ts >= %s and request_ts < %s",
+            (gone, gone + timedelta(hours=1)),
+        )
+    rerun = profile_windows(url, SPEC, D0, D1, now=NOW)
+    assert gone not in rerun.hours and len(rerun.hours) == 23
+    assert table_counts(url) == first
+    assert query(url, "select count(*) from profiles.whylogs_profiles where window_start = %s", (gone,)) == [
+        (4,)
+    ]
+
+
+def test_null_features_are_counted_as_nulls(url):
+    profile_windows(url, SPEC, D0, END, now=NOW)
+    raw_nulls = query(url, sql.SQL("""
+        select date_trunc('hour', request_ts), model_version, count(*), {}
+        from raw.predictions where error is null group by 1, 2""").format(
+        sql.SQL(", ").join(sql.SQL("count(*) filter (where event -> 'features' ->> {} is null)").format(sql.Literal(f))
+                           for f in OPTIONAL)))  # fmt: skip
+    summaries = {
+        (ts, version, column): (n, nulls)
+        for ts, version, column, n, nulls in query(url, """
+            select window_start, model_version, column_name, count, null_count from profiles.column_summaries
+            where window_size = 'hour' and segment = '(all)'""")
+    }  # fmt: skip
+    assert sum(row[3] for row in raw_nulls) > 50  # there are nulls to count (10 % of optional values)
+    for ts, version, n, *nulls in raw_nulls:
+        for feature, expected in zip(OPTIONAL, nulls, strict=True):
+            assert summaries[(ts, version, feature)] == (n, expected), (ts, version, feature)
+        assert summaries[(ts, version, "plan")] == (n, 0)
+    # null rate and the statistics over non-null values
+    row = query(url, """
+        select null_fraction, mean, p50, frequent_items from profiles.column_summaries
+        where window_size = 'day' and segment = '(all)' and model_version = '1' and window_start = %s
+          and column_name = 'has_partner'""", (D0,))[0]  # fmt: skip
+    assert 0.05 < row[0] < 0.15 and 0 < row[1] < 1 and {i["value"] for i in row[3]} == {"True", "False"}
+
+
+@pytest.mark.slow
+def test_a_reference_stored_later_bins_the_stored_windows(url):
+    profile_windows(url, SPEC, D0, END, now=NOW)
+    assert query(url, "select count(*) from profiles.column_bins where model_version = '2'") == [(0,)]
+    v1_bins = query(url, "select count(*) from profiles.column_bins where model_version = '1'")[0][0]
+    # WHEN version "2" gets a reference, and version "1" a new one
+    training = generate_predictions(
+        SPEC, 5_000, D0 - timedelta(days=10), D0, Scenario(seed=200, model_version="2")
+    )
+    ref2 = store_reference(url, SPEC, reference_profile(SPEC, "2", training))
+    ref1 = store_reference(url, SPEC, reference_profile(SPEC, "1", training))
+    # THEN every stored window of version "2" is binned on its reference, version "1" is re-binned on
+    # the new reference, and the old reference is gone with every bin computed on it
+    v2_profiles = query(url, "select count(*) from profiles.whylogs_profiles where model_version = '2' "
+                             "and window_size <> 'reference'")[0][0]  # fmt: skip
+    per_reference = dict(
+        query(
+            url,
+            "select reference_profile_id, count(distinct profile_id) from profiles.column_bins group by 1",
+        )
+    )
+    assert per_reference[ref2] == v2_profiles + 1  # its windows and itself
+    assert query(url, "select count(*) from profiles.column_bins where model_version = '1'") == [(v1_bins,)]
+    assert set(per_reference) == {ref1, ref2}
+    assert query(url, "select model_version, profile_id from profiles.reference_profiles order by 1") == [
+        ("1", ref1),
+        ("2", ref2),
+    ]
+    assert query(url, "select count(*) from profiles.whylogs_profiles where window_size = 'reference'") == [
+        (2,)
+    ]
+
+
+def test_open_windows_are_not_profiled(url):
+    now = D0 + timedelta(hours=5, minutes=30)
+    result = profile_windows(url, SPEC, D0 - timedelta(minutes=30), END, now=now)
+    assert result.hours == [D0 + timedelta(hours=h) for h in range(5)] and result.days == []
+    assert query(url, "select max(window_end) from profiles.whylogs_profiles where window_size = 'hour'") == [
+        (D0 + timedelta(hours=5),)
+    ]
+    # the profile's timestamp is its window's start
+    (profile_id,) = query(url, "select profile_id from profiles.whylogs_profiles where window_start = %s and segment = %s",
+                          (D0 + timedelta(hours=4), ALL))[0]  # fmt: skip
+    assert load_profile(url, profile_id).dataset_timestamp == D0 + timedelta(hours=4)
+
+
+def test_read_raw_types_features_by_the_spec(url):
+    with psycopg.connect(url) as conn:
+        data = profiling._read_raw(conn, SPEC, D0, D0 + timedelta(hours=1))
+    assert len(data) == query(url, "select count(*) from raw.predictions where request_ts < %s and error is null",
+                              (D0 + timedelta(hours=1),))[0][0]  # fmt: skip
+    dtypes = data.dtypes.astype(str).to_dict()
+    assert dtypes["tenure_months"] == "float64" and dtypes["has_partner"] == "boolean"
+    assert dtypes["plan"] == "category" and dtypes["prediction.class"] == "category"
+    assert isinstance(data["prediction.score.churn"].iloc[0], float) and pd.api.types.is_integer_dtype(
+        data["hour"]
+    )

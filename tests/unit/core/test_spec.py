@@ -1,0 +1,81 @@
+"""Model specs: the example is valid, and a bad spec names the file, the field and what was expected."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import yaml
+
+from driftloop.core.settings import specs_dir
+from driftloop.core.spec import SpecError, Task, load_spec, load_specs, parse_duration
+
+
+def test_example_spec_is_valid_and_complete():
+    spec = load_spec(specs_dir() / "churn.yaml")
+    assert spec.task is Task.binary and spec.positive_class == "churn" and spec.negative_class == "stay"
+    assert len(spec.features) >= 10
+    assert {f.type.value for f in spec.features} == {"numeric", "categorical", "boolean"}
+    assert spec.segment.name == "region"
+    assert spec.windows.expected_label_delay == timedelta(days=3)
+    assert load_specs().keys() >= {"churn"}
+
+
+def _write(tmp_path, changes, name="churn"):
+    raw = yaml.safe_load((specs_dir() / "churn.yaml").read_text())
+    for dotted, value in changes.items():
+        target = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        if value is _DELETE:
+            del target[int(leaf) if leaf.isdigit() else leaf]
+        else:
+            target[int(leaf) if leaf.isdigit() else leaf] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+_DELETE = object()
+
+BAD_SPECS = [
+    ({"task": "regression"}, "task: Input should be 'binary_classification' or 'multiclass_classification'"),
+    ({"classes": ["stay"]}, "binary_classification needs exactly 2 classes"),
+    ({"positive_class": "leave"}, "positive_class 'leave' is not one of classes"),
+    ({"features.0.type": "text"}, "features.0.type: Input should be 'numeric', 'categorical' or 'boolean'"),
+    ({"features.0.min": 500}, "features.0: min (500.0) must be <= max (240.0)"),
+    ({"features.7.categories": []}, "features.7: categorical features need a non-empty 'categories' list"),
+    ({"features.1.name": "tenure_months"}, "feature names must be unique (repeated: tenure_months)"),
+    ({"windows.expected_label_delay": "three days"}, "windows.expected_label_delay: a duration like"),
+    ({"windows.min_label_coverage": 1.5}, "windows.min_label_coverage: Input should be less than or equal to 1"),
+    ({"ingest.schedul": "@hourly"}, "ingest.schedul: unknown field"),
+    ({"label": _DELETE, "task": _DELETE}, "task: required field is missing"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), BAD_SPECS, ids=[e for _, e in BAD_SPECS])
+def test_bad_spec_names_file_field_and_expectation(tmp_path, changes, expected):
+    path = _write(tmp_path, changes)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and expected in message
+
+
+def test_name_must_match_file(tmp_path):
+    path = _write(tmp_path, {}, name="fraud")
+    with pytest.raises(SpecError, match="name: expected the file name 'fraud'"):
+        load_spec(path)
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("5m", 300), ("2h", 7200), ("3d", 259200), ("1w", 604800), (30, 30)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
