@@ -581,7 +581,7 @@ def test_main_check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 def _airflow(env: dict[str, str], *args: str) -> str:
     airflow = str(Path(sys.executable).parent / "airflow")
-    proc = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -639,7 +639,7 @@ def test_import_into_a_real_airflow(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
