@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -66,6 +67,15 @@ def _as_text(value: Any) -> Any:
 ClassName = Annotated[str, BeforeValidator(_as_text)]
 
 
+def _identifier(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,20 +92,13 @@ class FeatureType(StrEnum):
 
 
 class Feature(_Strict):
-    name: str
+    name: Identifier
     type: FeatureType
     required: bool = True
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
     description: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter)")
-        return value
 
     @model_validator(mode="after")
     def _rules_fit_type(self) -> Feature:
@@ -177,7 +180,7 @@ class AlertRule(_Strict):
     sample column), label-based marts on mature windows only. One alert per (model, rule, segment) while it
     holds; resolved after ``resolve_after`` clear windows (default: the block's)."""
 
-    name: str
+    name: Identifier
     mart: str
     column: str
     comparator: Comparator
@@ -192,13 +195,6 @@ class AlertRule(_Strict):
     routes: list[Channel] | None = None  # default: the block's routes for the severity
     resolve_after: int | None = Field(default=None, ge=1)
     description: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter)")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertRule:
