@@ -16,6 +16,8 @@ warehouse_app = typer.Typer(help="The Postgres warehouse.", no_args_is_help=True
 specs_app = typer.Typer(help="Model specs in include/specs.", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
 app.add_typer(specs_app, name="specs")
+alerts_app = typer.Typer(help="Alerts: the outbox, delivery to Slack / PagerDuty, resolving and silencing.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name (a spec in include/specs).")]
 LandingOption = Annotated[
@@ -156,6 +158,90 @@ def decisions(
 
     _spec(model)
     typer.echo(format_decisions(warehouse.resolve_url(url), model, experiment))
+
+
+# ---------------------------------------------------------------------------------------------- alerts
+
+
+@alerts_app.command("list")
+def alerts_list(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model's alerts.")] = None,
+    alert_status: Annotated[str | None, typer.Option("--status", help="firing, notified or resolved.")] = None,
+    limit: int = 50,
+    url: UrlOption = None,
+) -> None:
+    """Alerts, newest first, with where each was delivered (or why it waits)."""
+    from driftloop.core import alerts, warehouse
+
+    with warehouse.connect(warehouse.resolve_url(url)) as conn:
+        rows = alerts.list_alerts(conn, model, alert_status, limit)
+    if not rows:
+        typer.echo("no alerts")
+        return
+    for row in rows:
+        deliveries = ", ".join(f"{k} {v}" for k, v in sorted(row["deliveries"].items())) or "no route"
+        typer.echo(f"#{row['alert_id']:<5} {row['status']:<9} [{row['severity']}] {row['summary']}")
+        typer.echo(f"       {row['source']}{'/' + row['rule_name'] if row['rule_name'] else ''}, last seen "
+                   f"{row['last_seen_at']:%Y-%m-%d %H:%M} UTC, {row['n_evaluations']} evaluation(s); {deliveries}")  # fmt: skip
+
+
+@alerts_app.command("send")
+def alerts_send(url: UrlOption = None) -> None:
+    """Deliver what is due in the outbox now (Slack, PagerDuty), with the connections of Airflow or the
+    AIRFLOW_CONN_* environment; with none configured the alerts stay in the outbox."""
+    from datetime import UTC, datetime
+
+    from driftloop.core import notify, warehouse
+
+    report = notify.deliver_pending(warehouse.resolve_url(url), now=datetime.now(UTC))
+    typer.echo(f"sent {report.sent}, failed {report.failed} (retried later), waiting {report.waiting}, "
+               f"reconciled {report.reconciled}" + (" (another delivery run is active)" if report.busy else ""))  # fmt: skip
+    for error in report.errors:
+        typer.echo(f"  {error}", err=True)
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(
+    alert_id: Annotated[int, typer.Argument(help="The alert's id (driftloop alerts list).")],
+    reason: Annotated[str, typer.Option(help="Recorded with the resolution.")] = "resolved by a person",
+    url: UrlOption = None,
+) -> None:
+    """Resolve a firing alert by hand; the resolution is sent where the alert went."""
+    from datetime import UTC, datetime
+
+    from driftloop.core import alerts, warehouse
+
+    with warehouse.connect(warehouse.resolve_url(url)) as conn, conn.transaction():
+        done = alerts.resolve_alert(conn, alert_id, by=reason, now=datetime.now(UTC))
+    if not done:
+        raise _fail(f"alert {alert_id} is not firing (see driftloop alerts list)")
+    typer.echo(f"alert {alert_id} resolved")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    rule: Annotated[str, typer.Argument(help="The rule's name in the model's spec (alerts.rules).")],
+    model: ModelOption,
+    duration: Annotated[str, typer.Option("--for", help="How long: 30m, 6h, 2d.")] = "6h",
+    reason: Annotated[str | None, typer.Option(help="Why (recorded).")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Raise nothing for a rule while a person is on it (an open alert stays open and can still resolve)."""
+    from datetime import UTC, datetime
+
+    from driftloop.core import alerts, warehouse
+    from driftloop.core.spec import parse_duration
+
+    spec = _spec(model)
+    if rule not in {r.name for r in spec.alerts.rules}:
+        raise _fail(f"{model} has no alert rule {rule!r} (rules: {', '.join(r.name for r in spec.alerts.rules)})")
+    try:
+        until = datetime.now(UTC) + parse_duration(duration)
+    except ValueError as exc:
+        raise _fail(f"--for: {exc}") from None
+    with warehouse.connect(warehouse.resolve_url(url)) as conn, conn.transaction():
+        alerts.silence(conn, model, rule, until, reason)
+    typer.echo(f"{model}/{rule} silenced until {until:%Y-%m-%d %H:%M} UTC")
 
 
 # ---------------------------------------------------------------------------------------------- simulate

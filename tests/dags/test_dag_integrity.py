@@ -82,3 +82,12 @@ def test_promote_dag_shape(dagbag):
         assert sensor.task_type == "ExperimentLookSensor" and sensor.phase == phase  # deferrable: no worker slot between looks
         assert sensor.poke_interval == block.poke_interval
     assert dag.max_active_runs == 1
+
+
+def test_monitor_dag_runs_after_the_marts_and_on_its_own_clock(dagbag):
+    dag = dagbag.get_dag("monitor__churn")
+    assert dag.max_active_runs == 1
+    assert dag.task_dict["evaluate_rules"].downstream_task_ids == {"deliver_alerts"}
+    assert dag.task_dict["deliver_alerts"].trigger_rule == "all_done"
+    timetable = dag.timetable
+    assert "driftloop.marts" in str(timetable) and "*/30 * * * *" in str(timetable)

@@ -68,7 +68,7 @@ def run_ingest(model_name: str, kind: str, run_id: str, now: Any = None) -> dict
 
 
 def on_task_failure(context: dict[str, Any]) -> None:
-    """Task failure callback: raise an alert in the outbox (deduplicated per task try)."""
+    """Task failure callback: an alert in the outbox (one per task try), routed by the model's spec."""
     from driftloop.core import warehouse
     from driftloop.core.alerts import enqueue_alert
 
@@ -77,6 +77,7 @@ def on_task_failure(context: dict[str, Any]) -> None:
     task_id = getattr(ti, "task_id", "?")
     run_id = context.get("run_id") or getattr(ti, "run_id", "?")
     error = context.get("exception")
+    model_name = dag_id.split("__", 1)[1] if "__" in dag_id else None
     try:
         import psycopg
 
@@ -86,9 +87,11 @@ def on_task_failure(context: dict[str, Any]) -> None:
                 dedup_key=f"task-failed:{dag_id}:{task_id}:{run_id}",
                 source="airflow",
                 severity="warning",
+                model_name=model_name,
                 summary=f"{dag_id}.{task_id} failed in {run_id}: {type(error).__name__ if error else 'error'}",
-                details={"dag_id": dag_id, "task_id": task_id, "run_id": run_id, "error": str(error)[:2000]},
-            )
+                details={"dag_id": dag_id, "task_id": task_id, "run_id": run_id, "error": str(error)[:2000],
+                         "airflow": {"dag_id": dag_id, "run_id": run_id}},
+            )  # fmt: skip
     except Exception:  # a broken warehouse must not hide the original failure
         log.exception("could not record the failure of %s.%s in the alert outbox", dag_id, task_id)
 
@@ -277,3 +280,41 @@ def watch_look(model_name: str, run_id: str) -> dict[str, Any]:
     log.info("watch look %s: %s (%s)", model_name, decision.action, decision.reason)
     return {"done": False, "action": decision.action, "reason": decision.reason, "as_of": as_of.isoformat(),
             "experiment_id": watched["experiment_id"], "deadline": watched["watch_ends_at"].isoformat()}  # fmt: skip
+
+
+def run_monitor(model_name: str, now: Any = None, dag_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Evaluate the model's alert rules on the marts at the run's clock (opening, updating and resolving
+    alerts in the outbox); the outbox is delivered by :func:`deliver_alerts`."""
+    from datetime import UTC, datetime
+
+    from driftloop.core import warehouse
+    from driftloop.core.spec import get_spec
+    from driftloop.monitor.alerting import evaluate_rules
+
+    url = warehouse.resolve_url(use_airflow=True)
+    warehouse.migrate(url)
+    airflow_run = {"dag_id": dag_id, "run_id": run_id} if dag_id and run_id else None
+    report = evaluate_rules(url, get_spec(model_name), now=_aware(now) or datetime.now(UTC), airflow_run=airflow_run)
+    summary = {result: report.count(result) for result in ("opened", "updated", "resolved", "counted", "unchanged",
+                                                           "silenced", "not_evaluated")}  # fmt: skip
+    log.info("monitor %s: %s", model_name, summary)
+    return summary | {"outcomes": report.as_dict()["outcomes"]}
+
+
+def deliver_alerts(model_name: str, now: Any = None) -> dict[str, Any]:
+    """Send what is due in the alert outbox (every source's alerts, not only this model's) and the daily
+    digest when it is due. With no connection configured the alerts stay in the outbox: never an error."""
+    from datetime import UTC, datetime
+
+    from driftloop.core import notify, warehouse
+    from driftloop.core.spec import get_spec
+
+    url = warehouse.resolve_url(use_airflow=True)
+    clock = _aware(now) or datetime.now(UTC)
+    channels = notify.channels_from_connections()
+    report = notify.deliver_pending(url, now=clock, channels=channels)
+    digest = get_spec(model_name).alerts.digest
+    if digest.enabled:
+        report.digest = notify.send_digest(url, now=clock, channels=channels, hour_utc=digest.hour_utc)
+    log.info("alert delivery: %s", {k: v for k, v in report.as_dict().items() if k != "errors"})
+    return report.as_dict()

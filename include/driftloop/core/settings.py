@@ -35,3 +35,24 @@ def landing_root(explicit: str | os.PathLike[str] | None = None) -> str:
     """
     value = explicit or os.environ.get("DRIFTLOOP_LANDING") or home() / "landing"
     return str(value)
+
+
+def airflow_base_url() -> str:
+    """Where people open the Airflow UI (links in alerts): ``DRIFTLOOP_AIRFLOW_URL``, else Airflow's own
+    ``[api] base_url`` setting (``AIRFLOW__API__BASE_URL``), else the local default."""
+    value = os.environ.get("DRIFTLOOP_AIRFLOW_URL") or os.environ.get("AIRFLOW__API__BASE_URL") or "http://localhost:8080"
+    return value.rstrip("/")
+
+
+#: The "Model health" page of a model in the Airflow UI (the plugin in plugins/ serves it).
+MODEL_PAGE_PATH = "/driftloop/models/{model_name}"
+
+
+def model_page_url(model_name: str) -> str:
+    return airflow_base_url() + MODEL_PAGE_PATH.format(model_name=model_name)
+
+
+def dag_run_url(dag_id: str, run_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"{airflow_base_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -66,6 +67,15 @@ def _as_text(value: Any) -> Any:
 ClassName = Annotated[str, BeforeValidator(_as_text)]
 
 
+def _identifier(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,20 +92,13 @@ class FeatureType(StrEnum):
 
 
 class Feature(_Strict):
-    name: str
+    name: Identifier
     type: FeatureType
     required: bool = True
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
     description: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("a lowercase identifier (letters, digits, _; starts with a letter)")
-        return value
 
     @model_validator(mode="after")
     def _rules_fit_type(self) -> Feature:
@@ -156,10 +159,119 @@ class Drift(_Strict):
     prediction: DriftThresholds = DriftThresholds()
 
 
-class _OpenBlock(BaseModel):
-    """Blocks that later work fills in (alerts); free-form for now."""
+Severity = Literal["critical", "warning", "info"]
+Channel = Literal["slack", "pagerduty", "digest"]
+Comparator = Literal[">", ">=", "<", "<=", "==", "!="]
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+
+class RelativeThreshold(_Strict):
+    """A threshold relative to a baseline: ``baseline * (1 + change)``. ``holdout``: the serving version's
+    value on its training holdout (quality metrics); ``trailing``: the median of the previous
+    ``windows`` complete windows of the same series (latency, volume, ...)."""
+
+    baseline: Literal["holdout", "trailing"]
+    change: float = Field(gt=-1)  # -0.10: 10 % below the baseline; 0.5: 50 % above it
+    windows: int = Field(default=24, ge=3)
+
+
+class AlertRule(_Strict):
+    """One condition on a mart column (driftloop.core.marts names what can be used): ``column comparator
+    threshold`` on the latest complete window of ``window_size`` with at least ``min_samples`` (the mart's
+    sample column), label-based marts on mature windows only. One alert per (model, rule, segment) while it
+    holds; resolved after ``resolve_after`` clear windows (default: the block's)."""
+
+    name: Identifier
+    mart: str
+    column: str
+    comparator: Comparator
+    threshold: float | bool | None = None
+    relative: RelativeThreshold | None = None
+    ingest_intervals: float | None = Field(default=None, gt=0)  # freshness: N x the ingest schedule's interval
+    window_size: WindowSize | None = None
+    min_samples: int = Field(default=0, ge=0)
+    segments: Literal["all", "each"] = "all"  # the '(all)' rollup, or every segment on its own
+    variant: str = "control"  # the arm the champion serves
+    severity: Severity = "warning"
+    routes: list[Channel] | None = None  # default: the block's routes for the severity
+    resolve_after: int | None = Field(default=None, ge=1)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertRule:
+        from driftloop.core.marts import MARTS, describe_column
+
+        problem = describe_column(self.mart, self.column)
+        if problem:
+            raise ValueError(f"rule {self.name!r}: {problem}")
+        given = [k for k in ("threshold", "relative", "ingest_intervals") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"rule {self.name!r}: give exactly one of threshold, relative, ingest_intervals (got {given or 'none'})")
+        mart = MARTS[self.mart]
+        if mart.windowed and self.window_size is None:
+            raise ValueError(f"rule {self.name!r}: {self.mart} is windowed: window_size is required")
+        if not mart.windowed and (self.window_size is not None or self.segments != "all"):
+            raise ValueError(f"rule {self.name!r}: {self.mart} has one row per model: no window_size or segments")
+        if self.ingest_intervals is not None and not self.column.startswith("seconds_since_"):
+            raise ValueError(f"rule {self.name!r}: ingest_intervals is for model_health's seconds_since_* columns")
+        if self.relative is not None and self.relative.baseline == "holdout" and self.mart not in ("fct_model_quality", "model_health"):
+            raise ValueError(f"rule {self.name!r}: a holdout baseline exists for quality metrics only")
+        if isinstance(self.threshold, bool) != (self.column == "is_drifted"):
+            raise ValueError(f"rule {self.name!r}: {self.column} takes a {'boolean' if self.column == 'is_drifted' else 'number'} threshold")
+        return self
+
+
+def default_alert_rules() -> list[AlertRule]:
+    """What a spec without ``alerts.rules`` is watched with (include/specs/churn.yaml spells them out)."""
+    return [
+        AlertRule(name="serving_error_rate", mart="fct_latency", column="error_rate", comparator=">", threshold=0.05,
+                  window_size="hour", min_samples=50, severity="critical",
+                  description="more than 5 % of the requests of an hour failed"),
+        AlertRule(name="quality_floor", mart="fct_model_quality", column="accuracy", comparator="<",
+                  relative=RelativeThreshold(baseline="holdout", change=-0.10), window_size="day", min_samples=200,
+                  severity="critical", description="a mature day 10 % below the serving version's holdout accuracy"),
+        AlertRule(name="feature_drift", mart="fct_feature_drift", column="is_drifted", comparator="==", threshold=True,
+                  window_size="day", min_samples=200, severity="warning", description="features drifted in a day"),
+        AlertRule(name="prediction_drift", mart="fct_prediction_drift", column="is_drifted", comparator="==",
+                  threshold=True, window_size="day", min_samples=200, severity="warning",
+                  description="the prediction distribution drifted in a day"),
+        AlertRule(name="latency_p95_degradation", mart="fct_latency", column="latency_p95_ms", comparator=">",
+                  relative=RelativeThreshold(baseline="trailing", change=0.5, windows=24), window_size="hour",
+                  min_samples=50, severity="warning", description="an hour's p95 latency 50 % above the previous day's median"),
+        AlertRule(name="no_data", mart="model_health", column="seconds_since_latest_load", comparator=">",
+                  ingest_intervals=4, severity="warning", description="nothing loaded for 4 ingest intervals"),
+    ]  # fmt: skip
+
+
+class Digest(_Strict):
+    """The daily digest: the info alerts of the day and the trends, in one Slack message."""
+
+    enabled: bool = True
+    hour_utc: int = Field(default=8, ge=0, le=23)
+
+
+class Alerts(_Strict):
+    """Alert rules on the marts (monitor__<model>) and where alerts go (driftloop.core.notify)."""
+
+    routes: dict[Severity, list[Channel]] = Field(
+        default_factory=lambda: {"critical": ["pagerduty", "slack"], "warning": ["slack"], "info": ["digest"]}
+    )
+    resolve_after: int = Field(default=2, ge=1)  # consecutive clear windows before an alert resolves
+    monitor_schedule: str = "*/30 * * * *"  # monitor__<model> also runs on this clock: freshness, retries
+    digest: Digest = Digest()
+    rules: list[AlertRule] = Field(default_factory=default_alert_rules)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Alerts:
+        names = [rule.name for rule in self.rules]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"alert rule names must be unique (repeated: {', '.join(repeated)})")
+        return self
+
+    def routes_for(self, severity: str, rule: AlertRule | None = None) -> list[str]:
+        if rule is not None and rule.routes is not None:
+            return list(rule.routes)
+        return list(self.routes.get(severity, []))
 
 
 QualityMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"]
@@ -339,7 +451,7 @@ class ModelSpec(_Strict):
     drift: Drift = Drift()
     retraining: Retraining = Retraining()
     promotion: Promotion = Promotion()
-    alerts: _OpenBlock = _OpenBlock()
+    alerts: Alerts = Alerts()
 
     @field_validator("name")
     @classmethod
@@ -376,6 +488,11 @@ class ModelSpec(_Strict):
         unknown = sorted(set(self.drift.features) - set(names))
         if unknown:
             raise ValueError(f"drift.features names features the model does not have: {', '.join(unknown)}")
+        for rule in self.alerts.rules:
+            if rule.window_size is not None and rule.window_size not in self.windows.sizes:
+                raise ValueError(
+                    f"alerts.rules {rule.name!r}: window_size {rule.window_size!r} is not one of windows.sizes {self.windows.sizes}"
+                )
         return self
 
     @property
