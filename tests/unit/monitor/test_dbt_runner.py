@@ -121,10 +121,13 @@ def test_project_parses_with_its_marts_configured(tmp_path):
         "fct_feature_drift",
         "fct_prediction_drift",
         "fct_experiment",
+        "fct_ingest_quality",
     }
-    # fct_experiment is small (experiment traffic only) and rebuilt whole; the rest recompute their windows
-    assert models["fct_experiment"]["config"]["materialized"] == "table"
-    for name in marts - {"fct_experiment"}:
+    # fct_experiment (experiment traffic only) and fct_ingest_quality (one row per landed file upstream)
+    # are small and rebuilt whole; the rest recompute their windows
+    rebuilt_whole = {"fct_experiment", "fct_ingest_quality"}
+    assert {models[name]["config"]["materialized"] for name in rebuilt_whole} == {"table"}
+    for name in marts - rebuilt_whole:
         config = models[name]["config"]
         assert (models[name]["schema"], config["materialized"], config["incremental_strategy"]) == (
             "marts",
