@@ -5,6 +5,7 @@ ingest__<model> (through driftloop.serve.events.EventLogger).
     router = Router("churn")                     # models by the versions in ops.traffic_allocation
     result = router.predict({"tenure_months": 3, ...}, unit_id="user-42", segment="eu")
     result["prediction"], result["scores"], result["variant"]
+    router.predict_batch(frame, request_ts=stamps, unit_ids=units)   # many requests, one model call per arm
     router.close()                               # publishes the last event file
 
 Assignment is ``blake2b(experiment_id, unit_id)`` mapped to [0, 1) and compared with the challenger's
@@ -19,7 +20,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +82,7 @@ class Router:
         logger: EventLogger | None = None,
         clock: Callable[[], float] = time.monotonic,
         latency: Callable[[str], float] | None = None,
+        failure: Callable[[str], str | None] | None = None,
     ) -> None:
         from driftloop.core import warehouse
         from driftloop.core.settings import landing_root as default_landing
@@ -93,6 +95,9 @@ class Router:
         # (model version) -> latency in ms, logged instead of the measured time: simulations and tests
         # give every arm its own seeded noise, so the story does not depend on the machine's load
         self.latency = latency
+        # (model version) -> an error message or None: a simulated serving failure (timeouts, OOM), logged
+        # as a failed request like a real one, so the error-rate guardrail faces noise in every arm
+        self.failure = failure
         self._fixed = allocation
         self._allocation: Allocation | None = allocation
         self._read_at = float("-inf")
@@ -148,22 +153,62 @@ class Router:
         request_ts: datetime | None = None,
     ) -> dict[str, Any]:
         """Serve one request; returns the logged prediction event (prediction, scores, variant, ...)."""
+        return self.predict_batch([features], unit_ids=[unit_id], segments=[segment],
+                                  prediction_ids=[prediction_id], request_ts=[request_ts])[0]  # fmt: skip
+
+    def predict_batch(
+        self,
+        features: Sequence[Mapping[str, Any]] | Any,
+        *,
+        unit_ids: Sequence[str | None] | None = None,
+        segments: Sequence[str | None] | None = None,
+        prediction_ids: Sequence[str | None] | None = None,
+        request_ts: Sequence[datetime | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Serve many requests (a list of feature mappings or a DataFrame with one column per feature):
+        each is routed on its own, each arm's model predicts its rows in one call, every request is
+        logged in the given order. Returns the logged events. A failing model call (or a ``failure``
+        hook's message) fails the requests it covered, never the others."""
         import pandas as pd
 
-        variant, version, experiment_id = self.route(unit_id)
-        values = {name: features.get(name) for name in self._features}
-        row = pd.DataFrame([values])
-        started = time.perf_counter()
-        error = None
-        try:
-            output = self.model(version).predict(row)
-        except Exception as exc:  # a failed request is logged as such (and counts in the error rate)
-            output, error = None, f"{type(exc).__name__}: {exc}"[:500]
-        latency_ms = (time.perf_counter() - started) * 1000.0 if self.latency is None else float(self.latency(version))
-        event = self._event(values, unit_id, segment, prediction_id, request_ts, variant, version,
-                            experiment_id, latency_ms, output, error)  # fmt: skip
-        self.logger.write(event)
-        return event
+        frame = pd.DataFrame(features) if not isinstance(features, pd.DataFrame) else features
+        frame = frame.reindex(columns=self._features).reset_index(drop=True)
+        n = len(frame)
+        unit_ids = list(unit_ids) if unit_ids is not None else [None] * n
+        segments = list(segments) if segments is not None else [None] * n
+        prediction_ids = list(prediction_ids) if prediction_ids is not None else [None] * n
+        request_ts = list(request_ts) if request_ts is not None else [None] * n
+        if not all(len(column) == n for column in (unit_ids, segments, prediction_ids, request_ts)):
+            raise ValueError("predict_batch: unit_ids, segments, prediction_ids and request_ts need one entry per row")
+        routes = [self.route(unit) for unit in unit_ids]
+        outputs: list[Any] = [None] * n
+        errors: list[str | None] = [None] * n
+        latencies = [0.0] * n
+        for version in dict.fromkeys(route[1] for route in routes):
+            rows = [i for i, route in enumerate(routes) if route[1] == version]
+            started = time.perf_counter()
+            try:
+                output = self.model(version).predict(frame.iloc[rows].reset_index(drop=True))
+                records = output.to_dict("records") if hasattr(output, "to_dict") else list(output)
+            except Exception as exc:  # a failed model call is logged as failed requests (the error rate)
+                records, message = [None] * len(rows), f"{type(exc).__name__}: {exc}"[:500]
+                for i in rows:
+                    errors[i] = message
+            per_row = (time.perf_counter() - started) * 1000.0 / max(len(rows), 1)
+            for i, record in zip(rows, records, strict=True):
+                outputs[i] = record
+                latencies[i] = per_row if self.latency is None else float(self.latency(version))
+                failed = self.failure(version) if self.failure is not None else None
+                if failed is not None and errors[i] is None:
+                    outputs[i], errors[i] = None, str(failed)[:500]
+        values = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        events = []
+        for i, (variant, version, experiment_id) in enumerate(routes):
+            event = self._event(values[i], unit_ids[i], segments[i], prediction_ids[i], request_ts[i], variant,
+                                version, experiment_id, latencies[i], outputs[i], errors[i])  # fmt: skip
+            self.logger.write(event)
+            events.append(event)
+        return events
 
     def _event(self, features, unit_id, segment, prediction_id, request_ts, variant, version, experiment_id,
                latency_ms, output, error) -> dict[str, Any]:  # fmt: skip
@@ -184,9 +229,8 @@ class Router:
             "error": error,
         }
         if output is not None:
-            first = output.iloc[0] if hasattr(output, "iloc") else output[0]
-            event["prediction"] = str(first["prediction"])
-            event["scores"] = {cls: round(float(first[cls]), 6) for cls in self._classes}
+            event["prediction"] = str(output["prediction"])
+            event["scores"] = {cls: round(float(output[cls]), 6) for cls in self._classes}
         return event
 
     def close(self) -> None:

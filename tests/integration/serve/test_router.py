@@ -129,6 +129,46 @@ def test_a_model_error_is_logged_as_a_failed_request(warehouse_url, tmp_path):
     router.close()
 
 
+class CountingModel(ConstantModel):
+    def __init__(self, churn: float):
+        super().__init__(churn)
+        self.calls = 0
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        self.calls += 1
+        return super().predict(frame)
+
+
+def test_a_batch_is_routed_per_unit_predicted_once_per_arm_and_logged_like_single_requests(tmp_path):
+    allocation = serving.Allocation("1", "2", 0.5, "exp-batch")
+    models = {"1": CountingModel(0.2), "2": CountingModel(0.8)}
+    failing = iter([None, "TimeoutError: upstream feature store"] + [None] * 1000)
+    router = serving.Router("churn", allocation=allocation, landing_root=tmp_path, models=models,
+                            latency=lambda version: 7.0 if version == "1" else 9.0,
+                            failure=lambda version: next(failing))  # fmt: skip
+    units = [f"u-{i}" for i in range(300)]
+    stamps = [NOW + timedelta(seconds=i) for i in range(300)]
+    rows = [dict(FEATURES, tenure_months=float(i)) for i in range(300)]
+    events = router.predict_batch(rows, unit_ids=units, segments=["eu"] * 300, request_ts=stamps)
+    assert (models["1"].calls, models["2"].calls) == (1, 1)  # one model call per arm, not per request
+    assert [e["variant"] for e in events] == [serving.assign(allocation, u) for u in units]
+    assert [e["features"]["tenure_months"] for e in events] == [float(i) for i in range(300)]
+    failed = [e for e in events if e["error"] is not None]
+    assert [e["error"] for e in failed] == ["TimeoutError: upstream feature store"]
+    assert failed[0]["prediction"] is None and failed[0]["scores"] is None
+    ok = [e for e in events if e["error"] is None]
+    assert {(e["variant"], e["prediction"], e["latency_ms"]) for e in ok} == {("control", "stay", 7.0), ("challenger", "churn", 9.0)}
+    single = serving.Router("churn", allocation=allocation, landing_root=tmp_path / "single", models=models,
+                            latency=lambda version: 7.0 if version == "1" else 9.0)  # fmt: skip
+    k = events.index(ok[0])
+    alone = single.predict(rows[k], unit_id=units[k], segment="eu", request_ts=stamps[k], prediction_id=events[k]["prediction_id"])
+    assert alone == events[k]
+    with pytest.raises(ValueError, match="one entry per row"):
+        router.predict_batch(rows[:3], unit_ids=units[:2])
+    router.close()
+    single.close()
+
+
 def test_one_running_experiment_per_model_is_enforced_by_the_database(warehouse_url):
     set_allocation(warehouse_url, "1", "2", 0.1, "exp-a")
     with pytest.raises(psycopg.errors.UniqueViolation):
