@@ -139,11 +139,14 @@ def ingest(
 
 @app.command()
 def status(model: ModelOption, url: UrlOption = None) -> None:
-    """What the warehouse holds for a model: files, rejected rows by reason, alerts."""
+    """A model's status: serving versions, the experiment and its running estimate, open alerts, the marts'
+    latest windows, the last decisions; then what ingestion loaded and rejected."""
     from driftloop.core import warehouse
-    from driftloop.report import format_summary, ingest_summary
+    from driftloop.report import format_model_status, format_summary, ingest_summary, model_status
 
-    typer.echo(format_summary(ingest_summary(warehouse.resolve_url(url), model)))
+    resolved = warehouse.resolve_url(url)
+    typer.echo(format_model_status(model_status(resolved, model)))
+    typer.echo("\n== ingestion\n" + format_summary(ingest_summary(resolved, model)))
 
 
 @app.command()

@@ -199,3 +199,132 @@ def format_decisions(url: str, model_name: str, experiment_id: str | None = None
                    [[*r[:6], _value(r[6]), _value(r[7]) if r[7] else ""] for r in experiments])  # fmt: skip
     lines = [f"{_value(at)}  {experiment or '-'}  {step}: {decision}\n    {reason}" for at, experiment, step, decision, reason in decisions]
     return table + "\n\n" + ("\n".join(lines) if lines else "(no decisions)")
+
+
+# --------------------------------------------------------------------------------------------------
+# The model's status screen (`driftloop status --model`): the facts the Model health page shows
+
+
+def _rows(conn, sql: str, params: tuple) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(sql, params).fetchall()
+
+
+def _relation_exists(conn, name: str) -> bool:
+    return conn.execute("select to_regclass(%s) is not null", (name,)).fetchone()[0]
+
+
+def model_status(url: str, model_name: str, decisions: int = 6) -> dict[str, Any]:
+    """Serving versions, the latest experiment with its running estimate, open alerts, the last decisions,
+    the last retrain and marts.model_health's row (absent before the first marts build)."""
+    from driftloop.core.alerts import list_alerts
+
+    with psycopg.connect(url) as conn:
+        allocation = _rows(conn, "select champion_version, challenger_version, challenger_share, experiment_id, updated_at "
+                                 "from ops.traffic_allocation where model_name = %s", (model_name,))  # fmt: skip
+        aliases = _rows(conn, "select alias, model_version, updated_at from ops.model_aliases where model_name = %s "
+                              "order by alias", (model_name,))  # fmt: skip
+        experiment = _rows(conn, "select experiment_id, strategy, champion_version, challenger_version, status, "
+                                 "watch_status, started_at, ended_at from ops.experiments where model_name = %s "
+                                 "order by started_at desc limit 1", (model_name,))  # fmt: skip
+        estimate = None
+        if experiment:
+            test = _rows(conn, "select decided_at, decision, evidence -> 'statistics' as statistics from ops.decisions "
+                               "where experiment_id = %s and step = 'sequential_test' "
+                               "order by decided_at desc, decision_id desc limit 1",
+                         (experiment[0]["experiment_id"],))  # fmt: skip
+            if test:
+                statistics = test[0]["statistics"] or {}
+                numbers = statistics.get("test") or {}
+                estimate = {"decided_at": test[0]["decided_at"], "decision": test[0]["decision"],
+                            "metric": statistics.get("metric", "accuracy"), "difference": numbers.get("difference"),
+                            "interval": numbers.get("always_valid_interval"),
+                            "level": numbers.get("always_valid_interval_level"),
+                            "share": statistics.get("treatment_share")}  # fmt: skip
+        last = _rows(conn, "select decided_at, step, decision, reason from ops.decisions where model_name = %s "
+                           "order by decided_at desc, decision_id desc limit %s", (model_name, decisions))  # fmt: skip
+        retrain = _rows(conn, "select started_at, trigger, status, model_version, reason from ops.retrain_runs "
+                              "where model_name = %s order by started_at desc limit 1", (model_name,))  # fmt: skip
+        alerts = [a for a in list_alerts(conn, model_name) if a["status"] in ("firing", "notified")]
+        health = None
+        if _relation_exists(conn, "marts.model_health"):
+            found = _rows(conn, "select * from marts.model_health where model_name = %s", (model_name,))
+            health = found[0] if found else None
+    return {"model_name": model_name, "allocation": allocation[0] if allocation else None, "aliases": aliases,
+            "experiment": experiment[0] if experiment else None, "estimate": estimate, "decisions": last,
+            "retrain": retrain[0] if retrain else None, "open_alerts": alerts, "health": health}  # fmt: skip
+
+
+def _clip(text: Any, width: int) -> str:
+    text = str(text).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else "-" if value is None else str(value)
+
+
+def _health_lines(health: dict[str, Any]) -> list[str]:
+    def number(key: str, digits: int = 3) -> str:
+        value = health.get(key)
+        return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    drifted = health.get("drifted_features")
+    return [
+        f"  quality   day {_when(health.get('quality_window_start'))} (mature labels, n {number('quality_n_labelled')}): "
+        f"accuracy {number('accuracy')}, ROC AUC {number('roc_auc')}, F1 {number('f1')}",
+        f"  traffic   day {_when(health.get('traffic_window_start'))}: {number('n_predictions')} predictions, "
+        f"label coverage {number('label_coverage')}",
+        f"  drift     day {_when(health.get('drift_window_start'))}: {number('n_drifted_features')} of "
+        f"{number('n_features_measured')} features drifted{f' ({drifted})' if drifted else ''}; prediction drift "
+        f"{number('is_prediction_drifted')}",
+        f"  freshness last load {number('seconds_since_latest_load', 0)} s before {_when(health.get('as_of'))}",
+    ]
+
+
+def format_model_status(status: dict[str, Any], width: int = 100) -> str:
+    """The status screen, every line at most ``width`` characters."""
+    lines = [f"== {status['model_name']}"]
+    allocation = status["allocation"]
+    aliases = {a["alias"]: a["model_version"] for a in status["aliases"]}
+    if allocation:
+        serving = f"serving   version {allocation['champion_version']}"
+        if allocation["challenger_version"]:
+            serving += (f", challenger version {allocation['challenger_version']} on "
+                        f"{allocation['challenger_share']:.0%} of the units ({allocation['experiment_id']})")  # fmt: skip
+        lines.append(serving)
+    else:
+        lines.append(f"serving   registry champion {aliases.get('champion', '-')} (no allocation row yet)")
+    if "challenger" in aliases and not (allocation and allocation["challenger_version"]):
+        lines.append(f"challenger version {aliases['challenger']} (registered, not on live traffic)")
+    experiment = status["experiment"]
+    if experiment:
+        watch = f", watch {experiment['watch_status']}" if experiment["watch_status"] else ""
+        lines.append(f"experiment {experiment['experiment_id']} ({experiment['strategy']}): {experiment['status']}{watch}, "
+                     f"started {_when(experiment['started_at'])}")  # fmt: skip
+        estimate = status["estimate"]
+        if estimate and estimate["difference"] is not None:
+            interval = estimate["interval"] or [None, None]
+            low, high = (f"{v:+.4f}" if isinstance(v, int | float) else "?" for v in interval)
+            level = f"{estimate['level']:.0%} " if estimate["level"] else ""
+            lines.append(f"  estimate {estimate['metric']} challenger - champion {estimate['difference']:+.4f}, "
+                         f"{level}always-valid interval [{low}, {high}]")  # fmt: skip
+            share = "" if estimate["share"] is None else f", challenger share {estimate['share']:.0%}"
+            lines.append(f"  last look {_when(estimate['decided_at'])}: {estimate['decision']}{share}")
+    else:
+        lines.append("experiment none yet (a challenger that passes the offline gate starts one)")
+    retrain = status["retrain"]
+    if retrain:
+        lines.append(f"retrain   {_when(retrain['started_at'])} {retrain['trigger']}: {retrain['status']}"
+                     f"{' -> version ' + str(retrain['model_version']) if retrain['model_version'] else ''}")  # fmt: skip
+    lines.append(f"alerts    {len(status['open_alerts'])} open")
+    lines += [f"  {a['severity']:<8} {a['summary']}" for a in status["open_alerts"][:8]]
+    health = status["health"]
+    lines.append("health    (marts.model_health)" if health else "health    no marts yet: run the metrics DAG")
+    if health:
+        lines += _health_lines(health)
+    lines.append("decisions (latest first)" if status["decisions"] else "decisions none yet")
+    lines += [f"  {_when(d['decided_at'])} {d['step']}: {d['decision']}: {d['reason']}" for d in status["decisions"]]
+    return "\n".join(_clip(line, width) for line in lines)

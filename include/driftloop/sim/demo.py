@@ -30,11 +30,13 @@ from driftloop.core.spec import get_spec
 from driftloop.monitor.reference import has_reference
 from driftloop.report import (
     format_marts,
+    format_model_status,
     format_retrain,
     format_signals,
     format_summary,
     ingest_summary,
     marts_sample,
+    model_status,
 )
 
 
@@ -134,5 +136,7 @@ def run_demo(
                                         logical_date=now)  # fmt: skip
         _say(f"   retrain__{model_name}: {trained.state}  {local_airflow.task_states(trained)}")
         _say(format_retrain(url, model_name))
+        _say(f"\n== 7. driftloop status --model {model_name}\n")
+        _say(format_model_status(model_status(url, model_name)))
     _say(f"\nDone in {time.perf_counter() - started:.0f}s. Query it yourself: psql \"{warehouse.redact(url)}\"")
     return {"runs": [str(first.state), str(second.state)], "summary": summary}

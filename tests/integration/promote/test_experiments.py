@@ -198,6 +198,32 @@ def test_too_few_labels_continue_at_the_first_canary_step(world):
     assert state(url)["allocation"][3] == 0.5 and state(url)["champion"] == "1"
 
 
+def test_status_shows_the_running_experiment_its_estimate_and_the_decisions_in_100_columns(world):
+    url, tmp = world
+    spec = experiment_spec(min_labelled_per_arm=5000)
+    experiment_id = experiments.start_experiment(url, spec, "1", "2")
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.7, "2": 0.9}, n=300)
+    experiments.step_experiment(url, spec, as_of=started(url) + timedelta(hours=3))
+
+    printed = CliRunner().invoke(app, ["status", "--model", "churn", "--url", url])
+
+    assert printed.exit_code == 0, printed.output
+    lines = printed.output.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert f"serving   version 1, challenger version 2 on 50% of the units ({experiment_id})" in lines
+    assert any(line.startswith(f"experiment {experiment_id} (canary): running") for line in lines)
+    estimate = next(line for line in lines if line.startswith("  estimate accuracy challenger - champion"))
+    with psycopg.connect(url) as conn:
+        test = conn.execute("select evidence -> 'statistics' -> 'test' from ops.decisions "
+                            "where step = 'sequential_test'").fetchone()[0]  # fmt: skip
+    assert f"{test['difference']:+.4f}" in estimate and f"[{test['always_valid_interval'][0]:+.4f}," in estimate
+    assert lines[lines.index(estimate) + 1].startswith("  last look ") and ": continue, challenger share 50%" in lines[lines.index(estimate) + 1]
+    assert "health    no marts yet: run the metrics DAG" in lines  # no dbt build in this test
+    decisions = lines[lines.index("decisions (latest first)") + 1 :]
+    assert [line.split()[2] for line in decisions[:2]] == ["sequential_test:", "allocation:"]
+    assert "== ingestion" in lines
+
+
 # --------------------------------------------------------------------------------------------------
 # bandit allocation
 
