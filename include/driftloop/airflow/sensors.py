@@ -12,7 +12,9 @@ experiment's row, asynchronously) and fires once ``poke_interval`` has passed si
   a decision.
 
 So an hour without traffic costs no look and no ops.decisions row, and a look happens at most every
-``poke_interval`` however often files land. The trigger gets no secrets: it resolves the warehouse like
+``poke_interval`` however often files land. Times are :func:`driftloop.core.clock.now`: the wall clock,
+or a simulation's clock (``driftloop simulate``, ``make demo``), which the trigger then polls every
+0.1 s of wall time; "loaded since the look" always compares wall-clock load times (``loaded_since``). The trigger gets no secrets: it resolves the warehouse like
 the tasks do (DRIFTLOOP_WAREHOUSE_URL, the ``driftloop_warehouse`` connection, the embedded default).
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -33,20 +35,21 @@ class NewEvidenceTrigger(BaseTrigger):
     """Fires when the next look of an experiment's phase is worth making (module docstring)."""
 
     def __init__(self, model_name: str, experiment_id: str, phase: str, looked_at: str, not_before: str,
-                 deadline: str, poll_seconds: float = 60.0) -> None:  # fmt: skip
+                 deadline: str, poll_seconds: float = 60.0, loaded_since: str | None = None) -> None:  # fmt: skip
         super().__init__()
         if phase not in PHASE_STATUS:
             raise ValueError(f"phase must be one of {sorted(PHASE_STATUS)}, got {phase!r}")
         self.model_name, self.experiment_id, self.phase = model_name, experiment_id, phase
         self.looked_at, self.not_before, self.deadline = looked_at, not_before, deadline
         self.poll_seconds = poll_seconds
+        self.loaded_since = loaded_since or looked_at  # wall clock: raw.ingest_files.loaded_at is the database's
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"model_name": self.model_name, "experiment_id": self.experiment_id, "phase": self.phase,
              "looked_at": self.looked_at, "not_before": self.not_before, "deadline": self.deadline,
-             "poll_seconds": self.poll_seconds},
+             "poll_seconds": self.poll_seconds, "loaded_since": self.loaded_since},
         )  # fmt: skip
 
     async def _poll(self, url: str) -> tuple[str | None, bool]:
@@ -59,20 +62,21 @@ class NewEvidenceTrigger(BaseTrigger):
                 f"select experiments.{column}, exists (select 1 from raw.ingest_files as files "
                 "where files.model_name = experiments.model_name and files.status = 'loaded' and files.rows_loaded > 0 "
                 "and files.loaded_at > %s) from ops.experiments as experiments where experiments.experiment_id = %s",
-                (datetime.fromisoformat(self.looked_at), self.experiment_id),
+                (datetime.fromisoformat(self.loaded_since), self.experiment_id),
             )
             row = await cursor.fetchone()
         return (row[0], bool(row[1])) if row else (None, False)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from driftloop.core import warehouse
+        from driftloop.core import clock, warehouse
 
         # a connection lookup (or starting the embedded server) blocks: not on the triggerer's event loop
         url = await asyncio.to_thread(warehouse.resolve_url, use_airflow=True)
         _, waiting_status = PHASE_STATUS[self.phase]
         not_before, deadline = datetime.fromisoformat(self.not_before), datetime.fromisoformat(self.deadline)
+        poll_seconds = 0.1 if clock.simulated() else self.poll_seconds  # simulated hours pass in wall seconds
         while True:
-            now = datetime.now(UTC)
+            now = clock.now()
             if now >= not_before:
                 status, new_data = await self._poll(url)
                 why = ("phase_ended" if status != waiting_status else "new_data" if new_data
@@ -80,8 +84,8 @@ class NewEvidenceTrigger(BaseTrigger):
                 if why:
                     yield TriggerEvent({"why": why, "status": status, "at": now.isoformat()})
                     return
-            wait = (not_before - now).total_seconds() if now < not_before else self.poll_seconds
-            await asyncio.sleep(max(0.05, min(wait, self.poll_seconds)))
+            wait = (not_before - now).total_seconds() if now < not_before else poll_seconds
+            await asyncio.sleep(max(0.05, min(wait, poll_seconds)))
 
 
 class ExperimentLookSensor(BaseOperator):
@@ -110,6 +114,7 @@ class ExperimentLookSensor(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from driftloop.airflow.tasks import experiment_look, watch_look
+        from driftloop.core import clock
 
         run_id = context.get("run_id") or "manual"
         outcome = (experiment_look if self.phase == "experiment" else watch_look)(self.model_name, run_id)
@@ -124,8 +129,10 @@ class ExperimentLookSensor(BaseOperator):
                 model_name=self.model_name, experiment_id=outcome["experiment_id"], phase=self.phase,
                 looked_at=looked_at.isoformat(), not_before=(looked_at + self.poke_interval).isoformat(),
                 deadline=deadline.isoformat(), poll_seconds=min(self.poll_seconds, self.poke_interval.total_seconds()),
+                loaded_since=outcome.get("looked_at_wall"),
             ),
             method_name="resume",
-            # a phase that outlives its deadline by far means looks stopped working: fail (and alert)
-            timeout=max(deadline - looked_at, timedelta(0)) + self.deadline_grace,
+            # a phase that outlives its deadline by far means looks stopped working: fail (and alert); a
+            # simulation's deadline is in simulated time, which Airflow's (wall-clock) timeout cannot follow
+            timeout=None if clock.simulated() else max(deadline - looked_at, timedelta(0)) + self.deadline_grace,
         )  # fmt: skip

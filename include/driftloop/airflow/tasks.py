@@ -237,13 +237,13 @@ def experiment_look(model_name: str, run_id: str) -> dict[str, Any]:
     or no experiment runs anymore); otherwise what the sensor needs to wait for the next look."""
     from datetime import UTC, datetime
 
-    from driftloop.core import warehouse
+    from driftloop.core import clock, warehouse
     from driftloop.core.spec import get_spec
     from driftloop.promote import experiments
 
     spec = get_spec(model_name)
     url = warehouse.resolve_url(use_airflow=True)
-    as_of = datetime.now(UTC)
+    as_of, looked_at_wall = clock.now(), datetime.now(UTC)
     decision = experiments.step_experiment(url, spec, as_of=as_of, airflow_run_id=run_id)
     if decision is None:
         return {"done": True, "action": "ended", "reason": "no experiment is running (finished or repaired)"}
@@ -254,7 +254,7 @@ def experiment_look(model_name: str, run_id: str) -> dict[str, Any]:
     if experiment is None:  # ended by someone else since this look
         return {"done": True, "action": "ended", "reason": "the experiment ended elsewhere"}
     return {"done": False, "action": decision.action, "reason": decision.reason, "as_of": as_of.isoformat(),
-            "experiment_id": experiment["experiment_id"],
+            "looked_at_wall": looked_at_wall.isoformat(), "experiment_id": experiment["experiment_id"],
             "deadline": (experiment["started_at"] + spec.promotion.online.max_duration).isoformat()}  # fmt: skip
 
 
@@ -263,7 +263,7 @@ def watch_look(model_name: str, run_id: str) -> dict[str, Any]:
     promote, or the watch is off); ``done`` when the watch ended (kept or rolled back)."""
     from datetime import UTC, datetime
 
-    from driftloop.core import warehouse
+    from driftloop.core import clock, warehouse
     from driftloop.core.spec import get_spec
     from driftloop.promote import experiments
 
@@ -271,7 +271,7 @@ def watch_look(model_name: str, run_id: str) -> dict[str, Any]:
     url = warehouse.resolve_url(use_airflow=True)
     if experiments.watching_experiment(url, model_name) is None:
         return {"skip": True, "reason": "no promoted champion is being watched"}
-    as_of = datetime.now(UTC)
+    as_of, looked_at_wall = clock.now(), datetime.now(UTC)
     decision = experiments.step_watch(url, spec, as_of=as_of, airflow_run_id=run_id)
     watched = experiments.watching_experiment(url, model_name)
     if decision is None or watched is None:
@@ -279,7 +279,8 @@ def watch_look(model_name: str, run_id: str) -> dict[str, Any]:
                 "reason": decision.reason if decision else "the watch ended"}  # fmt: skip
     log.info("watch look %s: %s (%s)", model_name, decision.action, decision.reason)
     return {"done": False, "action": decision.action, "reason": decision.reason, "as_of": as_of.isoformat(),
-            "experiment_id": watched["experiment_id"], "deadline": watched["watch_ends_at"].isoformat()}  # fmt: skip
+            "looked_at_wall": looked_at_wall.isoformat(), "experiment_id": watched["experiment_id"],
+            "deadline": watched["watch_ends_at"].isoformat()}  # fmt: skip
 
 
 def run_monitor(model_name: str, now: Any = None, dag_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:

@@ -89,3 +89,31 @@ def test_the_trigger_survives_serialization(experiment):
     assert rebuilt.serialize() == (classpath, kwargs) and kwargs["phase"] == "watch"
     with pytest.raises(ValueError, match="phase"):
         trigger(experiment, datetime.now(UTC), phase="later")
+
+
+def test_under_a_simulated_clock_the_wait_follows_simulated_time(warehouse_url, experiment, monkeypatch, tmp_path):
+    from driftloop.core import clock
+
+    # GIVEN a simulation whose clock stands at the look, and a file loaded (wall clock) after the look
+    monkeypatch.setenv(clock.CLOCK_FILE_VARIABLE, str(tmp_path / "clock"))
+    simulated_look = datetime(2026, 3, 5, 12, tzinfo=UTC)
+    clock.set_now(simulated_look)
+    loaded_since = datetime.now(UTC)
+    load_file(warehouse_url, 5)
+    waiting = NewEvidenceTrigger(
+        model_name="churn", experiment_id=experiment, phase="experiment", looked_at=simulated_look.isoformat(),
+        not_before=(simulated_look + timedelta(hours=1)).isoformat(),
+        deadline=(simulated_look + timedelta(days=14)).isoformat(), poll_seconds=3600, loaded_since=loaded_since.isoformat(),
+    )  # fmt: skip
+
+    async def run():
+        events = waiting.run()
+        pending = asyncio.ensure_future(anext(events))
+        done, _ = await asyncio.wait({pending}, timeout=1.0)
+        assert not done  # WHEN the simulated hour has not passed THEN no look, however much wall time goes by
+        clock.set_now(simulated_look + timedelta(hours=1))  # the simulation moves its clock
+        return await asyncio.wait_for(pending, timeout=10)  # polled every 0.1 s of wall time, not every hour
+
+    # THEN it fires for the new file, stamped with the simulated time
+    payload = asyncio.run(run()).payload
+    assert payload["why"] == "new_data" and payload["at"] == (simulated_look + timedelta(hours=1)).isoformat()
