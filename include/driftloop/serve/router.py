@@ -83,6 +83,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         latency: Callable[[str], float] | None = None,
         failure: Callable[[str], str | None] | None = None,
+        transform: Callable[[str, Any], Any] | None = None,
     ) -> None:
         from driftloop.core import warehouse
         from driftloop.core.settings import landing_root as default_landing
@@ -98,6 +99,9 @@ class Router:
         # (model version) -> an error message or None: a simulated serving failure (timeouts, OOM), logged
         # as a failed request like a real one, so the error-rate guardrail faces noise in every arm
         self.failure = failure
+        # (model version, features frame) -> the frame that version's serving path hands its model: where a
+        # simulation puts a serving skew (one arm reads a feature in other units); logged features stay raw
+        self.transform = transform
         self._fixed = allocation
         self._allocation: Allocation | None = allocation
         self._read_at = float("-inf")
@@ -188,7 +192,8 @@ class Router:
             rows = [i for i, route in enumerate(routes) if route[1] == version]
             started = time.perf_counter()
             try:
-                output = self.model(version).predict(frame.iloc[rows].reset_index(drop=True))
+                inputs = frame.iloc[rows].reset_index(drop=True)
+                output = self.model(version).predict(inputs if self.transform is None else self.transform(version, inputs))
                 records = output.to_dict("records") if hasattr(output, "to_dict") else list(output)
             except Exception as exc:  # a failed model call is logged as failed requests (the error rate)
                 records, message = [None] * len(rows), f"{type(exc).__name__}: {exc}"[:500]

@@ -30,7 +30,8 @@ import numpy as np
 from driftloop.core.spec import ModelSpec
 from driftloop.sim.world import FEATURE_PREFIX, ConceptDrift, CovariateShift, Scenario, generate_predictions
 
-__all__ = ["SCENARIOS", "ArmBehaviour", "DataFault", "LoopScenario", "VolumeChange", "arm_hooks", "get_scenario"]
+__all__ = ["SCENARIOS", "ArmBehaviour", "DataFault", "LoopScenario", "VolumeChange", "arm_hooks", "get_scenario",
+           "serving_transform"]
 
 DEFAULT_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday; the clock is an input, never the wall clock
 
@@ -171,14 +172,20 @@ def arm_hooks(scenario: LoopScenario, role_of: Callable[[str], str], seed: int):
     return latency, failure
 
 
-def skewed(frame, arm: ArmBehaviour):
-    """The features as the arm's serving path sees them (its serving skew applied to a copy)."""
-    if not arm.serving_skew:
+def serving_transform(scenario: LoopScenario, role_of: Callable[[str], str]):
+    """The Router's ``transform`` hook: the features as each version's serving path hands them to its
+    model (the role's serving skew applied to a copy; the logged features stay what the client sent)."""
+
+    def transform(version: str, frame):
+        skew = scenario.behaviour(role_of(version)).serving_skew
+        if not skew:
+            return frame
+        frame = frame.copy()
+        for feature, factor in skew.items():
+            frame[feature] = frame[feature] * float(factor)
         return frame
-    frame = frame.copy()
-    for feature, factor in arm.serving_skew.items():
-        frame[feature] = frame[feature] * float(factor)
-    return frame
+
+    return transform
 
 
 def _day(n: int) -> datetime:

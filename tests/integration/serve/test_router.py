@@ -158,6 +158,13 @@ def test_a_batch_is_routed_per_unit_predicted_once_per_arm_and_logged_like_singl
     assert failed[0]["prediction"] is None and failed[0]["scores"] is None
     ok = [e for e in events if e["error"] is None]
     assert {(e["variant"], e["prediction"], e["latency_ms"]) for e in ok} == {("control", "stay", 7.0), ("challenger", "churn", 9.0)}
+    seen = {}
+    skewed = serving.Router("churn", allocation=serving.Allocation("1"), landing_root=tmp_path / "skew", models=models,
+                            transform=lambda version, frame: seen.setdefault(version, frame.assign(tenure_months=-1.0)))  # fmt: skip
+    logged = skewed.predict_batch(rows[:3], unit_ids=units[:3])
+    assert seen["1"]["tenure_months"].tolist() == [-1.0] * 3  # the model got the transformed features
+    assert [e["features"]["tenure_months"] for e in logged] == [0.0, 1.0, 2.0]  # the log keeps what was sent
+    skewed.close()
     single = serving.Router("churn", allocation=allocation, landing_root=tmp_path / "single", models=models,
                             latency=lambda version: 7.0 if version == "1" else 9.0)  # fmt: skip
     k = events.index(ok[0])

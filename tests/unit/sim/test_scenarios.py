@@ -74,3 +74,13 @@ def test_the_named_scenarios_are_valid_and_the_demo_one_has_enough_traffic():
     assert scenarios.get_scenario("drift", days=4).days == 4
     with pytest.raises(KeyError, match="known"):
         scenarios.get_scenario("nope")
+
+
+def test_the_serving_transform_applies_only_the_role_s_skew_to_a_copy():
+    story = LoopScenario("t", "t", challenger=ArmBehaviour(serving_skew={"monthly_charges": 100.0}))
+    transform = scenarios.serving_transform(story, {"1": "champion", "2": "challenger"}.get)
+    frame = pd.DataFrame({"monthly_charges": [70.5, None], "plan": ["basic", "pro"]})
+    assert transform("1", frame) is frame
+    skewed = transform("2", frame)
+    assert skewed["monthly_charges"].tolist()[0] == 7050.0 and pd.isna(skewed["monthly_charges"].tolist()[1])
+    assert frame["monthly_charges"].tolist()[0] == 70.5 and skewed["plan"].tolist() == ["basic", "pro"]
