@@ -63,7 +63,8 @@ def test_demo_loads_the_day_quarantines_every_bad_input_and_is_idempotent(
     assert profiled >= 24
     # the champion was bootstrapped, and retrain__churn (manual) registered a challenger next to it
     assert "retrain__churn: success" in printed
-    status = printed[printed.index("== 7. driftloop status --model churn") :].splitlines()
+    at = printed.index("== 7. driftloop status --model churn")
+    status = printed[at : printed.index("\nDone in", at)].splitlines()
     assert "challenger version 2 (registered, not on live traffic)" in status
     assert "health    (marts.model_health)" in status and max(len(line) for line in status) <= 100
     assert any(line.startswith("  traffic   day 2026-11-01 00:00: ") for line in status), status

@@ -45,20 +45,58 @@ def ensure_metadata_db() -> None:
     marker.write_text(airflow.__version__)
 
 
-def run_dag(dag_id: str, run_conf: dict[str, Any] | None = None, logical_date: datetime | None = None):
-    """Run one DAG of the dags folder with dag.test(); returns the DagRun. ``logical_date`` is the run's
-    clock (its data interval follows from the timetable); default: now."""
-    ensure_metadata_db()
-    from airflow.dag_processing.dagbag import DagBag
+_BAGS: dict[str, Any] = {}
 
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    if bag.import_errors:
-        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag(dag_id)
+
+def dag_bag(refresh: bool = False):
+    """The dags folder parsed once per process (a loop that runs DAGs every simulated interval would
+    otherwise parse every DAG file before every run); ``refresh`` parses again."""
+    folder = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
+    if refresh or folder not in _BAGS:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=folder)
+        if bag.import_errors:
+            raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        _BAGS[folder] = bag
+    return _BAGS[folder]
+
+
+def run_dag(dag_id: str, run_conf: dict[str, Any] | None = None, logical_date: datetime | None = None,
+            reparse: bool = True):  # fmt: skip
+    """Run one DAG of the dags folder with dag.test(); returns the DagRun. ``logical_date`` is the run's
+    clock (its data interval follows from the timetable); default: now. ``reparse=False`` reuses this
+    process's parse of the folder (the simulation loop: the DAG files do not change between its runs)."""
+    ensure_metadata_db()
+    folder = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
+    dag = dag_bag(refresh=reparse).get_dag(dag_id)
     if dag is None:
-        raise KeyError(f"no DAG {dag_id!r} in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}")
+        raise KeyError(f"no DAG {dag_id!r} in {folder}")
     return dag.test(run_conf=run_conf, logical_date=logical_date)
 
 
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m driftloop.airflow.local DAG_ID [--conf JSON] [--logical-date ISO]``: one dag.test() run
+    in its own process (the simulation loop runs promote__<model>, which waits for days of simulated time,
+    next to the DAGs it runs itself). Exit code 0 when the run succeeded."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m driftloop.airflow.local")
+    parser.add_argument("dag_id")
+    parser.add_argument("--conf", default="{}")
+    parser.add_argument("--logical-date", default=None)
+    args = parser.parse_args(argv)
+    configure_environment()
+    logical_date = datetime.fromisoformat(args.logical_date) if args.logical_date else None
+    run = run_dag(args.dag_id, run_conf=json.loads(args.conf), logical_date=logical_date)
+    print(json.dumps({"run_id": run.run_id, "state": str(run.state), "tasks": task_states(run)}), flush=True)
+    return 0 if str(run.state) == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

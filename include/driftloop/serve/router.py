@@ -32,6 +32,12 @@ CHALLENGER = "challenger"
 _HASH_SCALE = float(1 << 64)
 
 
+def _error_text(exc: BaseException, limit: int = 500) -> str:
+    """The logged error of a failed request: its start and its end (where libraries put the cause)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit // 3] + " … " + text[-(limit - limit // 3 - 3) :]
+
+
 @dataclass(frozen=True)
 class Allocation:
     champion_version: str
@@ -139,9 +145,10 @@ class Router:
         return self._models[version]
 
     # ------------------------------------------------------------------ serving
-    def route(self, unit_id: str | None) -> tuple[str, str, str | None]:
-        """(variant, model_version, experiment_id) for a request of this unit."""
-        allocation = self.allocation()
+    def route(self, unit_id: str | None, allocation: Allocation | None = None) -> tuple[str, str, str | None]:
+        """(variant, model_version, experiment_id) for a request of this unit (under ``allocation``, default:
+        the current one)."""
+        allocation = allocation or self.allocation()
         variant = assign(allocation, unit_id) if unit_id is not None else CONTROL
         version = allocation.challenger_version if variant == CHALLENGER else allocation.champion_version
         experiment_id = allocation.experiment_id if allocation.challenger_share > 0 else None
@@ -175,8 +182,7 @@ class Router:
         hook's message) fails the requests it covered, never the others."""
         import pandas as pd
 
-        frame = pd.DataFrame(features) if not isinstance(features, pd.DataFrame) else features
-        frame = frame.reindex(columns=self._features).reset_index(drop=True)
+        frame = self._model_input(pd.DataFrame(features) if not isinstance(features, pd.DataFrame) else features)
         n = len(frame)
         unit_ids = list(unit_ids) if unit_ids is not None else [None] * n
         segments = list(segments) if segments is not None else [None] * n
@@ -184,7 +190,8 @@ class Router:
         request_ts = list(request_ts) if request_ts is not None else [None] * n
         if not all(len(column) == n for column in (unit_ids, segments, prediction_ids, request_ts)):
             raise ValueError("predict_batch: unit_ids, segments, prediction_ids and request_ts need one entry per row")
-        routes = [self.route(unit) for unit in unit_ids]
+        allocation = self.allocation()  # one allocation for the whole batch
+        routes = [self.route(unit, allocation) for unit in unit_ids]
         outputs: list[Any] = [None] * n
         errors: list[str | None] = [None] * n
         latencies = [0.0] * n
@@ -196,7 +203,7 @@ class Router:
                 output = self.model(version).predict(inputs if self.transform is None else self.transform(version, inputs))
                 records = output.to_dict("records") if hasattr(output, "to_dict") else list(output)
             except Exception as exc:  # a failed model call is logged as failed requests (the error rate)
-                records, message = [None] * len(rows), f"{type(exc).__name__}: {exc}"[:500]
+                records, message = [None] * len(rows), _error_text(exc)
                 for i in rows:
                     errors[i] = message
             per_row = (time.perf_counter() - started) * 1000.0 / max(len(rows), 1)
@@ -214,6 +221,23 @@ class Router:
             self.logger.write(event)
             events.append(event)
         return events
+
+    def _model_input(self, frame):
+        """One column per feature, typed as the models' signature says (numbers as float64; categories and
+        booleans as plain objects with None for missing): pandas' category or nullable dtypes would fail
+        MLflow's schema enforcement for every request of the batch."""
+        import pandas as pd
+
+        from driftloop.core.spec import FeatureType
+
+        frame = frame.reindex(columns=self._features).reset_index(drop=True)
+        for feature in self.spec.features:
+            column = frame[feature.name]
+            if feature.type is FeatureType.numeric:
+                frame[feature.name] = pd.to_numeric(column, errors="coerce").astype("float64")
+            else:
+                frame[feature.name] = column.astype(object).where(column.notna(), None)
+        return frame
 
     def _event(self, features, unit_id, segment, prediction_id, request_ts, variant, version, experiment_id,
                latency_ms, output, error) -> dict[str, Any]:  # fmt: skip

@@ -170,6 +170,17 @@ def test_a_batch_is_routed_per_unit_predicted_once_per_arm_and_logged_like_singl
     k = events.index(ok[0])
     alone = single.predict(rows[k], unit_id=units[k], segment="eu", request_ts=stamps[k], prediction_id=events[k]["prediction_id"])
     assert alone == events[k]
+    typed = pd.DataFrame(rows[:4]).astype({"contract_type": "category", "has_partner": "boolean", "sessions_7d": "int64"})
+    typed.loc[1, "has_partner"] = pd.NA
+    seen = {}
+    probe = serving.Router("churn", allocation=serving.Allocation("1"), landing_root=tmp_path / "typed", models=models,
+                           transform=lambda version, frame: seen.setdefault(version, frame))  # fmt: skip
+    logged = probe.predict_batch(typed, unit_ids=units[:4])
+    assert {str(t) for t in seen["1"][["contract_type", "has_partner"]].dtypes} == {"object"}  # what MLflow's schema takes
+    assert str(seen["1"]["sessions_7d"].dtype) == "float64"
+    assert [e["features"]["has_partner"] for e in logged] == [True, None, True, True]
+    assert [e["features"]["contract_type"] for e in logged] == ["monthly"] * 4
+    probe.close()
     with pytest.raises(ValueError, match="one entry per row"):
         router.predict_batch(rows[:3], unit_ids=units[:2])
     router.close()
