@@ -75,6 +75,20 @@ def run_dag(dag_id: str, run_conf: dict[str, Any] | None = None, logical_date: d
     return dag.test(run_conf=run_conf, logical_date=logical_date)
 
 
+def forget_runs(dag_ids: list[str]) -> int:
+    """Delete the local metadata DB's runs of these DAGs (their task instances go with them): a simulation
+    that replays the same simulated dates starts a fresh story instead of resuming an old one's runs
+    (dag.test names a run after its logical date). Local Airflow only; returns the runs deleted."""
+    ensure_metadata_db()
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(TaskInstance).filter(TaskInstance.dag_id.in_(dag_ids)).delete(synchronize_session=False)
+        return session.query(DagRun).filter(DagRun.dag_id.in_(dag_ids)).delete(synchronize_session=False)
+
+
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
