@@ -1,7 +1,9 @@
 """DAG parse cost: each file of dags/ imported in a fresh interpreter, as a dag-processor or a task
 process does it, against the bare ``import airflow.sdk`` measured the same way in the same run.
 
-    .venv/bin/python benchmarks/dag_parse.py [--repeat 3] [--importtime dags/metrics.py] [--top 25]
+    .venv/bin/python benchmarks/dag_parse.py [--repeat 3] [--importtime dags/metrics.py] [--top 25] [--dags DIR]
+
+    ../main/.venv/bin/python benchmarks/dag_parse.py --dags ../main/dags   # another checkout, its own venv
 
 Goal (issue 15): every DAG file parses in < 2 s on a quiet machine.
 
@@ -25,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -48,10 +51,10 @@ print(json.dumps({"sdk": sdk, "seconds": total, "own": total - sdk,
 """
 
 
-def environment() -> dict[str, str]:
+def environment(dags: Path) -> dict[str, str]:
     env = os.environ.copy()
-    env.setdefault("AIRFLOW_HOME", str(PROJECT / ".driftloop" / "airflow"))
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
+    env.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="dag-parse-airflow-"))  # parsing needs no metadata DB
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     env.setdefault("DO_NOT_TRACK", "1")
     return env
@@ -59,7 +62,7 @@ def environment() -> dict[str, str]:
 
 def probe(target: str, env: dict[str, str]) -> dict:
     done = subprocess.run([sys.executable, "-c", _PROBE, target, json.dumps(HEAVY)], capture_output=True, text=True,
-                          env=env, cwd=PROJECT, timeout=600)  # fmt: skip
+                          env=env, timeout=600)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"importing {target} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -70,7 +73,7 @@ def importtime(path: Path, env: dict[str, str], top: int) -> list[tuple[int, str
     code = f"import importlib.util; s = importlib.util.spec_from_file_location('dagfile', {str(path)!r}); " \
            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)"  # fmt: skip
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=env,
-                          cwd=PROJECT, timeout=600)  # fmt: skip
+                          timeout=600)  # fmt: skip
     rows = []
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -85,8 +88,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--importtime", type=Path, help="also list the slowest imports of this DAG file")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--dags", type=Path, default=DAGS, help="the DAG folder (default: this checkout's dags/)")
     args = parser.parse_args()
-    env = environment()
+    dags = args.dags.resolve()
+    env = environment(dags)
 
     probe("airflow.sdk", env)  # warm the page cache once: the first process pays for the disk
     baseline = [probe("airflow.sdk", env) for _ in range(args.repeat)]
@@ -95,7 +100,7 @@ def main() -> int:
           f"{args.repeat} fresh processes (heavy modules it imports itself: {', '.join(sdk_heavy) or '-'})\n")
     print(f"{'DAG file':<12} {'best s':>7} {'median s':>9} {'own s':>7}  heavy modules the file adds")
     worst = 0.0
-    for path in sorted(DAGS.glob("*.py")):
+    for path in sorted(dags.glob("*.py")):
         runs = [probe(str(path), env) for _ in range(args.repeat)]
         median = statistics.median(run["seconds"] for run in runs)
         own = statistics.median(run["own"] for run in runs)
