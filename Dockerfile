@@ -27,7 +27,6 @@ RUN pip install --no-cache-dir --no-deps -e /opt/airflow
 
 ENV DRIFTLOOP_HOME=/opt/airflow/.driftloop \
     DO_NOT_TRACK=1 \
-    AIRFLOW__COSMOS__ENABLE_TELEMETRY=False \
     MLFLOW_DISABLE_TELEMETRY=true \
     GX_ANALYTICS_ENABLED=False \
     WHYLOGS_NO_ANALYTICS=True

@@ -11,11 +11,10 @@ export AIRFLOW_HOME ?= $(DRIFTLOOP_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
-export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 
-.PHONY: dbt-manifest install demo test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow-ui bench clean
+.PHONY: install demo test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow airflow-ui bench clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,16 +25,7 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
-install: $(BIN)/.installed dbt-manifest ## create .venv, install the pinned lock, compile the dbt manifest
-
-# The metrics DAG renders its tasks from the compiled manifest (cheap DAG parsing). `dbt parse` needs
-# no database; the profile's variables only have to be set.
-DBT_MANIFEST := dbt_project/target/manifest.json
-DBT_SOURCES := $(shell find dbt_project -name '*.sql' -o -name '*.yml' 2>/dev/null | grep -v '/target/')
-$(DBT_MANIFEST): $(BIN)/.installed $(DBT_SOURCES)
-	cd dbt_project && DRIFTLOOP_DBT_HOST=localhost DRIFTLOOP_DBT_USER=driftloop DRIFTLOOP_DBT_DBNAME=driftloop \
-		DO_NOT_TRACK=1 ../$(BIN)/dbt parse --profiles-dir . --quiet
-dbt-manifest: $(DBT_MANIFEST)
+install: $(BIN)/.installed ## create .venv, install the pinned lock
 
 lock: ## re-resolve requirements.txt into requirements.lock
 	$(BIN)/uv pip compile -q requirements.txt --override overrides.txt --python-version 3.11 -o requirements.lock
@@ -72,8 +62,13 @@ airflow-settings: install ## load airflow_settings.yaml (connections, variables,
 	$(BIN)/airflow db migrate >/dev/null
 	$(BIN)/python -m driftloop.airflow.settings_import import airflow_settings.yaml
 
-airflow-ui: install ## Airflow (api-server, scheduler, dag-processor, triggerer) on http://localhost:8080
-	$(BIN)/airflow standalone
+# Airflow 3 standalone (api-server, scheduler, dag-processor, triggerer; LocalExecutor) on the demo's Airflow
+# home and warehouse, airflow_settings.yaml loaded (local flavour), small-machine settings
+# (driftloop/airflow/standalone.py, README "Airflow"); prints the URL and the admin password.
+airflow: install ## Airflow for the project on http://localhost:8080 (Ctrl-C stops it)
+	$(BIN)/python -m driftloop.airflow.standalone
+
+airflow-ui: airflow
 
 bench: install ## benchmarks (long): each prints a ratio against a raw baseline measured in the same run
 	$(BIN)/python benchmarks/ingest.py

@@ -1,4 +1,4 @@
-"""metrics (cosmos + dbt) run for real with dag.test() on a warehouse with ingested data."""
+"""metrics (one dbt build) run for real with dag.test() on a warehouse with ingested data."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ from driftloop.ingest.loader import ingest
 from landing import NOW, feedback, land, prediction
 
 pytestmark = [pytest.mark.dags, pytest.mark.slow]
+
+
+def _return_value(run, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        value = session.scalar(select(XComModel.value).where(
+            XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
+            XComModel.key == "return_value"))  # fmt: skip
+    return XComModel.deserialize_value(type("Row", (), {"value": value})()) if not isinstance(value, dict) else value
 
 
 def test_metrics_dag_builds_the_marts_and_emits_the_asset(dagbag, warehouse_url, tmp_path, monkeypatch):
@@ -33,6 +45,10 @@ def test_metrics_dag_builds_the_marts_and_emits_the_asset(dagbag, warehouse_url,
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert run.state == "success", states
     assert all(state == "success" for state in states.values()), states
+    # one dbt build, its results per node in the task's return value: every model built, every test passed
+    nodes = {row["node"]: row["status"] for row in _return_value(run, "dbt_build")["nodes"]}
+    assert nodes["model.driftloop.fct_model_quality"] == "success"
+    assert {status for node, status in nodes.items() if node.startswith("test.")} == {"pass"}
     with psycopg.connect(warehouse_url) as conn:
         hourly = conn.execute(
             """select sum(n_predictions), sum(n_labelled) from marts.fct_model_quality

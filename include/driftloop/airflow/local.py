@@ -22,10 +22,8 @@ def configure_environment() -> Path:
     airflow_home = Path(os.environ.setdefault("AIRFLOW_HOME", str(home() / "airflow")))
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(dags_dir()))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("AIRFLOW__OPENLINEAGE__NAMESPACE", "driftloop")  # cosmos warns when it is unset
     airflow_home.mkdir(parents=True, exist_ok=True)
     return airflow_home
 

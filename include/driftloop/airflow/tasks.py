@@ -132,6 +132,31 @@ def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
     return summary
 
 
+def run_metrics_build(as_of: Any = None) -> dict[str, Any]:
+    """The metrics DAG's one ``dbt build`` (models, unit and data tests) with the run's clock as ``as_of``
+    (None: when dbt starts). Logs and returns every node's status and seconds; a failure raises
+    :class:`~driftloop.monitor.dbt_runner.DbtRunError` naming the failing nodes. Its own target path:
+    a build never shares dbt's run files with another dbt command."""
+    import tempfile
+    import time
+    from collections import Counter
+
+    from driftloop.core import warehouse
+    from driftloop.monitor.dbt_runner import build, node_results
+
+    url = warehouse.resolve_url(use_airflow=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="driftloop-build-") as scratch:
+        result = build(url, as_of=_aware(as_of), target_path=f"{scratch}/target", log_path=f"{scratch}/logs")
+    seconds = round(time.perf_counter() - started, 2)
+    nodes = node_results(result)
+    for row in nodes:
+        log.info("dbt %-8s %7.2fs  %s", row["status"], row["seconds"], row["node"])
+    counts = dict(Counter(row["status"] for row in nodes))
+    log.info("dbt build: %d nodes in %.1f s: %s", len(nodes), seconds, counts)
+    return {"seconds": seconds, "counts": counts, "nodes": nodes}
+
+
 def run_source_freshness() -> dict[str, Any]:
     """`dbt source freshness` on the raw sources; fails (and so alerts) when a source is past its
     error_after, e.g. a serving system stopped logging. Its own target path: runs beside the builds."""

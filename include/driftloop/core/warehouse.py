@@ -236,7 +236,7 @@ def sync_specs(url: str | None = None, specs: dict | None = None) -> list[str]:
 
 def airflow_connection_json(url: str) -> str:
     """The warehouse as an Airflow connection (JSON for AIRFLOW_CONN_DRIFTLOOP_WAREHOUSE), for a local
-    Airflow (demo, tests) where no connection was configured; cosmos builds the dbt profile from it."""
+    Airflow (demo, tests, `make airflow`) where no connection was configured."""
     import orjson
 
     info = psycopg.conninfo.conninfo_to_dict(url)
@@ -246,7 +246,7 @@ def airflow_connection_json(url: str) -> str:
             "host": info.get("host") or "localhost",
             "port": int(info.get("port") or 5432),
             "login": info.get("user") or "postgres",
-            # dbt-postgres (through cosmos) needs a non-empty password even with trust auth
+            # Airflow's postgres hook and dbt-postgres want a non-empty password even with trust auth
             "password": info.get("password") or "unused",
             "schema": info.get("dbname") or "postgres",
         }

@@ -113,6 +113,21 @@ def _failures(result: Any) -> list[str]:
     return failures
 
 
+def node_results(result: Any) -> list[dict[str, Any]]:
+    """One row per node dbt ran (model, test, unit test), in the order dbt finished them: its unique
+    id, status (success, pass, warn, skipped, error, fail) and seconds; what a single build task
+    reports instead of a task per model."""
+    rows = []
+    for node_result in getattr(getattr(result, "result", None), "results", None) or []:
+        node = getattr(node_result, "node", None)
+        rows.append({
+            "node": getattr(node, "unique_id", None) or getattr(node, "name", "?"),
+            "status": str(getattr(node_result, "status", "")).lower(),
+            "seconds": round(float(getattr(node_result, "execution_time", 0.0) or 0.0), 3),
+        })  # fmt: skip
+    return rows
+
+
 def run_dbt(
     args: Sequence[str],
     url: str,

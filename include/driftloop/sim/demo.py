@@ -8,7 +8,7 @@
 4. what was loaded, rejected (and why) and alerted is printed from the warehouse;
 5. the first champion is trained on simulated example data and registered in MLflow (its training
    data is the reference profile), profile__<model> profiles the day's windows and the metrics DAG
-   builds the dbt marts (cosmos, one task per model); a sample of each mart is printed;
+   builds the dbt marts (one `dbt build`); a sample of each mart is printed;
 6. marts.retrain_signals is shown, and retrain__<model> runs with a manual reason: a challenger is
    trained on the day's labelled traffic and registered next to the champion.
 
@@ -110,7 +110,7 @@ def run_demo(
     _say(format_summary(summary))
 
     if with_metrics:
-        _say("\n== 5. profiles (whylogs) and the metrics marts (dbt through cosmos)")
+        _say("\n== 5. profiles (whylogs) and the metrics marts (dbt build)")
         from driftloop.learn import registry
         from driftloop.sim import examples
 

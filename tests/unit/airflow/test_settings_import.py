@@ -211,7 +211,6 @@ def test_airflow_environment(compose: dict[str, Any], services: dict[str, Any]) 
     env = env_of(compose["x-airflow-common"])
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
-    assert env["AIRFLOW__COSMOS__ENABLE_TELEMETRY"].lower() == "false"
     assert env["DO_NOT_TRACK"] == "1"
     assert env["DRIFTLOOP_HOME"] == "/opt/airflow/.driftloop"
 
