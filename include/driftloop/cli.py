@@ -121,6 +121,9 @@ def ingest(
     landing: LandingOption = None,
     url: UrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Try every failed file again (by default only when its bytes change).")
+    ] = False,
 ) -> None:
     """Load new landed prediction and feedback files of a model into the warehouse (exactly once)."""
     from driftloop.core import warehouse
@@ -131,7 +134,7 @@ def ingest(
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
     warehouse.sync_specs(resolved)
-    result = run_ingest(spec, landing_root=landing, url=resolved, run_id="cli")
+    result = run_ingest(spec, landing_root=landing, url=resolved, run_id="cli", retry_failed=retry_failed)
     typer.echo(json.dumps(result.as_dict(), indent=2, default=str) if as_json else format_run(result))
     if result.count("failed"):
         raise typer.Exit(code=2)

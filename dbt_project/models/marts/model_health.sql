@@ -108,7 +108,7 @@ freshness as (
         max(max_event_ts) filter (where kind = 'predictions') as latest_request_ts,
         max(loaded_at) as latest_loaded_at
     from ingest_files
-    where status = 'loaded' and rows_loaded > 0
+    where status in ('loaded', 'changed') and rows_loaded > 0
     group by model_name
 ),
 

@@ -60,7 +60,8 @@ class NewEvidenceTrigger(BaseTrigger):
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             cursor = await conn.execute(
                 f"select experiments.{column}, exists (select 1 from raw.ingest_files as files "
-                "where files.model_name = experiments.model_name and files.status = 'loaded' and files.rows_loaded > 0 "
+                "where files.model_name = experiments.model_name and files.status in ('loaded', 'changed') "
+                "and files.rows_loaded > 0 "
                 "and files.loaded_at > %s) from ops.experiments as experiments where experiments.experiment_id = %s",
                 (datetime.fromisoformat(self.loaded_since), self.experiment_id),
             )

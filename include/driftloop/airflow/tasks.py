@@ -60,7 +60,10 @@ def run_ingest(model_name: str, kind: str, run_id: str, now: Any = None) -> dict
         "files": len(result.files),
         "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected,
+        "n_files_failed": len(failed),
         "files_failed": failed,
+        "files_skipped": [f.path for f in result.files if f.status == "skipped"],
+        "files_changed": [f.path for f in result.files if f.status == "changed"],
         "files_in_progress": [f.path for f in result.files if f.status == "in_progress"],
     }
     log.info("ingest %s %s: %s", model_name, kind, summary)
@@ -110,7 +113,7 @@ def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
     with warehouse.connect(url) as conn:
         first, last, loaded_up_to = conn.execute(
             """select min(min_event_ts), max(max_event_ts), max(loaded_at) from raw.ingest_files
-               where model_name = %s and kind = 'predictions' and status = 'loaded' and rows_loaded > 0
+               where model_name = %s and kind = 'predictions' and status in ('loaded', 'changed') and rows_loaded > 0
                  and loaded_at > coalesce((select value from ops.watermarks where name = %s), '-infinity')""",
             (model_name, mark),
         ).fetchone()

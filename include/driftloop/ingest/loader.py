@@ -6,6 +6,11 @@ is one batch: parsed, validated with Great Expectations against checks derived f
 the contract, and then, in ONE transaction, its valid rows are COPYed into raw, its rejected rows
 into raw.rejected_records (line, original payload, reason), and its manifest row is written. A run
 that dies half-way commits nothing for the file it was on, so a retry loads it exactly once.
+
+No file can stop a run: any failure of one file (I/O, parse, validation, COPY, a bug) rolls back that
+file alone, marks it `failed` in the manifest with the error and raises one alert; the run goes on.
+Every file under the model's folders gets a manifest row (`skipped` when ingest does not read it), and
+a file whose bytes change after it was loaded is `changed` (appended lines are loaded, a rewrite is not).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,12 +43,24 @@ from driftloop.core.locks import lock_model
 from driftloop.core.settings import landing_root as default_landing_root
 from driftloop.core.spec import ModelSpec
 from driftloop.ingest.checks import CheckedBatch, check_batch
-from driftloop.ingest.parsing import ParsedFile, StillBeingWritten, UnreadableFile, parse_file
+from driftloop.ingest.parsing import (
+    ParsedFile,
+    StillBeingWritten,
+    UnreadableFile,
+    decompress,
+    parse_file,
+    parse_text,
+)
 from driftloop.ingest.validation import Reason
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz", ".parquet")
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz", ".parquet")  # any case
+_DAY_FOLDER = re.compile(r"^dt=\d{4}-\d{2}-\d{2}$")
+VANISHED = (
+    "the file disappeared between listing and reading (deleted or moved by another process, or a symlink "
+    "whose target is missing); nothing of it is loaded"
+)
 
 
 def _short(value: Any) -> str:
@@ -57,7 +76,7 @@ class IngestError(RuntimeError):
 class FileResult:
     path: str
     kind: str
-    status: str  # loaded | empty | duplicate | failed | in_progress
+    status: str  # loaded | empty | duplicate | failed | skipped | changed | in_progress | already_loaded
     rows_loaded: int = 0
     rows_rejected: int = 0
     error: str | None = None
@@ -91,6 +110,7 @@ class IngestResult:
             "rows_rejected": self.rows_rejected,
             "predictions_loaded": self.rows_loaded_of(PREDICTIONS),
             "feedback_loaded": self.rows_loaded_of(FEEDBACK),
+            "files_failed": self.count("failed"),
             "files": [asdict(f) for f in self.files],
         }
 
@@ -106,6 +126,7 @@ class LandedFile:
     kind: str
     size: int
     mtime: float | None
+    skip_reason: str | None = None  # why ingest does not read it (an unsupported suffix, a wrong folder)
 
 
 def _filesystem(root: str):
@@ -129,32 +150,72 @@ def _mtime(info: dict[str, Any]) -> float | None:
     return None
 
 
+def _skip_reason(kind: str, folders: list[str], name: str) -> str | None:
+    if not name.lower().endswith(SUFFIXES):
+        suffix = "".join(f".{part}" for part in name.split(".")[1:][-2:]) or "no suffix"
+        return f"unsupported file type ({suffix}): ingest reads {', '.join(SUFFIXES)} (any case); nothing of it is loaded"
+    if len(folders) != 1 or not _DAY_FOLDER.match(folders[0]):
+        where = "/".join(folders) or f"{kind}/ itself"
+        return (f"not in a day folder ({where}): ingest reads <model>/{kind}/dt=YYYY-MM-DD/<file>; "
+                "nothing of it is loaded until it is moved there")  # fmt: skip
+
+
 def discover(root: str, model_name: str, kind: str) -> list[LandedFile]:
-    """Candidate files for a model and kind, in landing order. Hidden and temporary files are skipped."""
+    """Every file under a model's kind folder, in landing order; files ingest does not read carry a
+    `skip_reason`. Hidden and temporary names (., _ or .tmp: a writer's file before its rename) are left out."""
     fs, fs_root = _filesystem(root)
-    pattern = f"{fs_root.rstrip('/')}/{model_name}/{kind}/dt=*/*"
+    base = f"{fs_root.rstrip('/')}/{model_name}/{kind}"
     found = []
-    for fs_path, info in sorted(fs.glob(pattern, detail=True).items()):
-        name = fs_path.rsplit("/", 1)[-1]
-        if name.startswith((".", "_")) or name.endswith(".tmp") or not name.endswith(SUFFIXES):
+    try:
+        listing = fs.find(base, withdirs=False, detail=True)
+    except FileNotFoundError:
+        listing = {}
+    for fs_path, info in sorted(listing.items()):
+        parts = fs_path[len(base) :].strip("/").split("/")
+        folders, name = parts[:-1], parts[-1]
+        if any(part.startswith((".", "_")) for part in parts) or name.endswith(".tmp"):
             continue
         if info.get("type") == "directory":
             continue
         path = fs_path if _is_local(fs) else fs.unstrip_protocol(fs_path)
-        found.append(LandedFile(path, fs_path, kind, int(info.get("size") or 0), _mtime(info)))
+        found.append(LandedFile(path, fs_path, kind, int(info.get("size") or 0), _mtime(info),
+                                _skip_reason(kind, folders, name)))  # fmt: skip
     # first landed, first loaded: decides which of two identical files is "the original"
     return sorted(found, key=lambda landed: (landed.mtime or 0.0, landed.path))
 
 
-def _known_paths(conn: psycopg.Connection, paths: list[str]) -> set[str]:
+@dataclass(frozen=True)
+class KnownFile:
+    """A file's manifest row as a run found it."""
+
+    file_id: int
+    status: str
+    size: int
+    checksum: str | None
+    seen_size: int | None
+    seen_mtime: float | None
+
+    def listing_changed(self, landed: LandedFile) -> bool:
+        """The listing differs from when ingest last looked (then the bytes are read and compared)."""
+        if landed.size != (self.seen_size if self.seen_size is not None else self.size):
+            return True
+        return self.seen_mtime is not None and landed.mtime is not None and landed.mtime != self.seen_mtime
+
+
+def _manifest(conn: psycopg.Connection, paths: list[str]) -> dict[str, KnownFile]:
     if not paths:
-        return set()
-    rows = conn.execute("select path from raw.ingest_files where path = any(%s)", (paths,)).fetchall()
-    return {row[0] for row in rows}
+        return {}
+    rows = conn.execute(
+        """select path, file_id, status, size_bytes, checksum, seen_size_bytes, seen_mtime
+           from raw.ingest_files where path = any(%s)""",
+        (paths,),
+    ).fetchall()
+    return {row[0]: KnownFile(*row[1:]) for row in rows}
 
 
 def _sanitize_payload(payload: bytes) -> str:
-    return payload.decode("utf-8", errors="replace").replace("\x00", "\\u0000")
+    # bytes that are not UTF-8 stay visible as \xNN escapes (PostgreSQL text cannot hold them, nor NUL)
+    return payload.decode("utf-8", errors="backslashreplace").replace("\x00", "\\u0000")
 
 
 def _reason_sentence(reasons: list[Reason]) -> str:
@@ -214,16 +275,28 @@ class _FileLoader:
         self.landed = landed
         self.run_id = run_id
 
-    def insert_manifest(self, checksum: str, status: str, error: str | None = None, duplicate_of: int | None = None) -> int:
+    def insert_manifest(self, checksum: str | None, status: str, error: str | None = None, duplicate_of: int | None = None,
+                        size: int | None = None) -> int:  # fmt: skip
+        landed = self.landed
         row = self.conn.execute(
             """
-            insert into raw.ingest_files (model_name, kind, path, size_bytes, checksum, status, error, duplicate_of, run_id)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning file_id
+            insert into raw.ingest_files (model_name, kind, path, size_bytes, checksum, status, error, duplicate_of, run_id,
+                                          seen_size_bytes, seen_mtime)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning file_id
             """,
-            (self.spec.name, self.landed.kind, self.landed.path, self.landed.size, checksum, status, error,
-             duplicate_of, self.run_id),
+            (self.spec.name, landed.kind, landed.path, landed.size if size is None else size, checksum, status, error,
+             duplicate_of, self.run_id, landed.size, landed.mtime),
         ).fetchone()  # fmt: skip
         return row[0]
+
+    def alert(self, what: str, summary: str, error: str, checksum: str | None = None) -> None:
+        """One alert per file and event (a retry of the same bytes raises none)."""
+        landed = self.landed
+        enqueue_alert(
+            self.conn, dedup_key=f"ingest-file-{what}:{landed.path}:{checksum or ''}", source="ingest", severity="warning",
+            model_name=self.spec.name, summary=f"{self.spec.name}: landed {landed.kind} file {summary}: {landed.path}",
+            details={"path": landed.path, "error": error, "size_bytes": landed.size, "run_id": self.run_id},
+        )  # fmt: skip
 
     def reject(self, file_id: int, parsed: ParsedFile, rejected: dict[int, list[Reason]]) -> None:
         _copy_rows(
@@ -369,13 +442,22 @@ def _ensure_partitions(url: str, days: Iterable) -> None:
 
 @dataclass
 class PreparedFile:
-    """A landed file read, parsed and validated; nothing written yet."""
+    """A landed file read, parsed and validated; nothing written yet.
+
+    `mode`: new (a file seen for the first time, or a failed one retried), skip (not read), unchanged
+    (its listing moved but not its bytes), append (lines added after those loaded), rewrite (its loaded
+    bytes changed: recorded, not loaded).
+    """
 
     landed: LandedFile
-    checksum: str
     result: FileResult
+    previous: KnownFile | None = None
+    mode: str = "new"
+    checksum: str | None = None
+    size: int | None = None
     batch: CheckedBatch | None = None
     failure: str | None = None
+    first_line: int = 1  # append: the first line number not accounted for by the earlier load
 
     @property
     def done(self) -> bool:
@@ -383,81 +465,230 @@ class PreparedFile:
         return self.result.status == "in_progress"
 
 
-def prepare_file(url: str, spec: ModelSpec, landed: LandedFile, fs, *, now: datetime) -> PreparedFile:
-    """Read, parse and validate a landed file (no warehouse writes but its day partitions)."""
-    data = fs.cat_file(landed.fs_path)
-    young = landed.mtime is not None and (now.timestamp() - landed.mtime) < spec.ingest.settle_seconds
-    prepared = PreparedFile(landed, hashlib.sha256(data).hexdigest(), FileResult(landed.path, landed.kind, "loaded"))
-    result = prepared.result
+def _appended(previous: KnownFile, path: str, data: bytes) -> tuple[bytes, int] | None:
+    """(the text after the lines ingest accounted for, the first new line number) when `data` only added
+    bytes after those it loaded; None when it rewrote them."""
+    if path.lower().endswith(".parquet") or previous.checksum is None or len(data) <= previous.size:
+        return None
+    if hashlib.sha256(data[: previous.size]).hexdigest() != previous.checksum:
+        return None
     try:
-        parsed = parse_file(spec, landed.kind, landed.path, data, young=young)
+        old, new = decompress(path, data[: previous.size]), decompress(path, data)
+    except UnreadableFile:
+        return None
+    if not new.startswith(old):
+        return None
+    cut = old.rfind(b"\n") + 1  # an incomplete last line of the earlier load is read again, whole
+    return new[cut:], old[:cut].count(b"\n") + 1
+
+
+def _describe_failure(landed: LandedFile, exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    return f"unexpected error while loading {landed.path}: {type(exc).__name__}" + (f": {message}" if message else "")
+
+
+def prepare_file(url: str, spec: ModelSpec, landed: LandedFile, fs, *, now: datetime, previous: KnownFile | None = None,
+                 retry_failed: bool = False) -> PreparedFile:  # fmt: skip
+    """Read, parse and validate a landed file (no warehouse writes but its day partitions). Never raises:
+    whatever goes wrong becomes the file's `failure`."""
+    prepared = PreparedFile(landed, FileResult(landed.path, landed.kind, "loaded"), previous)
+    try:
+        _prepare(url, spec, prepared, fs, now=now, retry_failed=retry_failed)
+    except Exception as exc:  # noqa: BLE001 - one file's problem, whatever it is, must not stop the run
+        log.exception("%s: preparing %s failed", spec.name, landed.path)
+        prepared.batch, prepared.failure = None, _describe_failure(landed, exc)
+    return prepared
+
+
+def _prepare(url: str, spec: ModelSpec, prepared: PreparedFile, fs, *, now: datetime, retry_failed: bool) -> None:
+    landed, result, previous = prepared.landed, prepared.result, prepared.previous
+    if landed.skip_reason is not None:
+        prepared.mode, result.status, result.error = "skip", "skipped", landed.skip_reason
+        return
+    try:
+        data = fs.cat_file(landed.fs_path)
+    except FileNotFoundError:
+        prepared.failure = VANISHED
+        return
+    except (OSError, ValueError) as exc:
+        prepared.failure = f"cannot read the file ({type(exc).__name__}: {exc})"
+        return
+    prepared.checksum, prepared.size = hashlib.sha256(data).hexdigest(), len(data)
+    young = landed.mtime is not None and (now.timestamp() - landed.mtime) < spec.ingest.settle_seconds
+    text, first_line = None, 1
+    if previous is not None:
+        retry = previous.status == "failed" and (retry_failed or previous.checksum != prepared.checksum)
+        if not retry and previous.checksum == prepared.checksum:
+            prepared.mode, result.status = "unchanged", "unchanged"
+            return
+        if not retry:
+            appended = _appended(previous, landed.path, data)
+            if appended is None:
+                prepared.mode, result.status = "rewrite", "changed"
+                result.error = (
+                    f"its bytes changed after ingest read them (size {previous.size} -> {len(data)}, another sha256, and "
+                    "the bytes read are not a prefix of the new ones): the rows loaded from the earlier version stay and "
+                    "nothing of the new version is loaded; to load it, land it again under a new name (rows already "
+                    "loaded are then rejected as duplicates)"
+                )
+                return
+            prepared.mode, (text, first_line) = "append", appended
+            prepared.first_line = first_line
+    try:
+        if text is None:
+            parsed = parse_file(spec, landed.kind, landed.path, data, young=young)
+        else:
+            parsed = parse_text(spec, landed.kind, landed.path, text, young=young, first_line=first_line)
     except StillBeingWritten:
         result.status = "in_progress"
         result.error = "last line is incomplete and the file changed recently: still being written"
-        return prepared
+        return
     except UnreadableFile as exc:
         if young:
             result.status, result.error = "in_progress", f"not readable yet ({exc}); the file changed recently"
         else:
             prepared.failure = str(exc)
-        return prepared
+        return
     if parsed.rows == 0 and not parsed.unparsed:
-        if young:
+        if young and prepared.mode == "new":
             result.status, result.error = "in_progress", "empty and changed recently"
-        return prepared
+        return
     prepared.batch = check_batch(spec, landed.kind, parsed, now)
     if landed.kind == PREDICTIONS:
         _ensure_partitions(url, prepared.batch.timestamps[prepared.batch.valid()].dropna().dt.date.unique())
-    return prepared
+
+
+def _load_rows(loader: _FileLoader, file_id: int, batch: CheckedBatch, result: FileResult) -> tuple[int, datetime | None, datetime | None]:
+    rejected = {line: list(reasons) for line, reasons in batch.reasons.items()}
+    load = _load_predictions if loader.landed.kind == PREDICTIONS else _load_feedback
+    loaded, first_ts, last_ts = load(loader, file_id, batch, rejected)
+    loader.reject(file_id, batch.parsed, rejected)
+    result.rows_loaded, result.rows_rejected = loaded, len(rejected)
+    result.reasons = dict(Counter(reasons[0].rule for reasons in rejected.values()))
+    return loaded, first_ts, last_ts
+
+
+def _still_as_listed(conn: psycopg.Connection, prepared: PreparedFile) -> bool:
+    """Under the model's lock: the manifest row is as this run found it (no other run handled the file meanwhile)."""
+    now_known = _manifest(conn, [prepared.landed.path]).get(prepared.landed.path)
+    previous = prepared.previous
+    if previous is None or now_known is None:
+        return previous is None and now_known is None
+    return (now_known.status, now_known.checksum, now_known.seen_size, now_known.seen_mtime) == (
+        previous.status, previous.checksum, previous.seen_size, previous.seen_mtime)  # fmt: skip
 
 
 def load_file(url: str, spec: ModelSpec, prepared: PreparedFile, *, run_id: str) -> FileResult:
     """Write a prepared file's outcome in ONE transaction: rows, rejections and its manifest row."""
-    landed, batch, result = prepared.landed, prepared.batch, prepared.result
+    landed, result, previous = prepared.landed, prepared.result, prepared.previous
     if prepared.done:
         return result
     with psycopg.connect(url) as conn, conn.transaction():
         lock_model(conn, "ingest", spec.name)
-        if _known_paths(conn, [landed.path]):
-            result.status, result.error = "already_loaded", "loaded by another run meanwhile"
+        if not _still_as_listed(conn, prepared):
+            result.status, result.error = "already_loaded", "handled by another run meanwhile"
             return result
         loader = _FileLoader(conn, spec, landed, run_id)
+        if prepared.mode == "unchanged":
+            _mark_seen(conn, previous.file_id, landed)
+            return result
+        if prepared.mode in ("rewrite", "append") or (prepared.failure is not None and previous is not None
+                                                      and previous.status != "failed"):  # fmt: skip
+            return _load_change(loader, prepared)
+        if previous is not None:  # a failed file retried: its row holds no rows, it is written anew
+            conn.execute("delete from raw.ingest_files where file_id = %s", (previous.file_id,))
+        if prepared.mode == "skip":
+            result.file_id = loader.insert_manifest(None, "skipped", result.error)
+            loader.alert("skipped", "was skipped", result.error)
+            return result
         if prepared.failure is not None:
             result.status, result.error = "failed", prepared.failure
-            result.file_id = loader.insert_manifest(prepared.checksum, "failed", prepared.failure)
-            enqueue_alert(
-                conn, dedup_key=f"ingest-file-failed:{landed.path}", source="ingest", severity="warning",
-                model_name=spec.name, summary=f"{spec.name}: landed {landed.kind} file could not be read: {landed.path}",
-                details={"path": landed.path, "error": prepared.failure, "size_bytes": landed.size, "run_id": run_id},
-            )  # fmt: skip
+            result.file_id = loader.insert_manifest(prepared.checksum, "failed", prepared.failure, size=prepared.size)
+            loader.alert("failed", "could not be loaded", prepared.failure, prepared.checksum)
             return result
-        if batch is None:
+        if prepared.batch is None:
             result.status = "empty"
-            result.file_id = loader.insert_manifest(prepared.checksum, "empty", "the file has no records")
+            result.file_id = loader.insert_manifest(prepared.checksum, "empty", "the file has no records", size=prepared.size)
             return result
         twin = conn.execute(
-            "select file_id, path from raw.ingest_files where model_name = %s and kind = %s and checksum = %s and status = 'loaded'",
+            """select file_id, path from raw.ingest_files
+               where model_name = %s and kind = %s and checksum = %s and status in ('loaded', 'changed')""",
             (spec.name, landed.kind, prepared.checksum),
         ).fetchone()
         if twin is not None:
             result.status = "duplicate"
             result.error = f"same content as {twin[1]} (file {twin[0]}), which is already loaded"
-            result.file_id = loader.insert_manifest(prepared.checksum, "duplicate", result.error, duplicate_of=twin[0])
+            result.file_id = loader.insert_manifest(prepared.checksum, "duplicate", result.error, duplicate_of=twin[0],
+                                                    size=prepared.size)  # fmt: skip
             return result
-        file_id = result.file_id = loader.insert_manifest(prepared.checksum, "loaded")
-        rejected = {line: list(reasons) for line, reasons in batch.reasons.items()}
-        load = _load_predictions if landed.kind == PREDICTIONS else _load_feedback
-        loaded, first_ts, last_ts = load(loader, file_id, batch, rejected)
-        loader.reject(file_id, batch.parsed, rejected)
+        file_id = result.file_id = loader.insert_manifest(prepared.checksum, "loaded", size=prepared.size)
+        loaded, first_ts, last_ts = _load_rows(loader, file_id, prepared.batch, result)
         conn.execute(
             """update raw.ingest_files set rows_loaded = %s, rows_rejected = %s, min_event_ts = %s, max_event_ts = %s
                where file_id = %s""",
-            (loaded, len(rejected), first_ts, last_ts, file_id),
+            (loaded, result.rows_rejected, first_ts, last_ts, file_id),
         )
-        result.rows_loaded, result.rows_rejected = loaded, len(rejected)
-        result.reasons = dict(Counter(reasons[0].rule for reasons in rejected.values()))
-    log.info("%s: %s read by the %s reader", spec.name, landed.path, batch.parsed.reader)
+    log.info("%s: %s read by the %s reader", spec.name, landed.path, prepared.batch.parsed.reader)
     return result
+
+
+def _mark_seen(conn: psycopg.Connection, file_id: int, landed: LandedFile) -> None:
+    conn.execute(
+        "update raw.ingest_files set seen_size_bytes = %s, seen_mtime = %s where file_id = %s",
+        (landed.size, landed.mtime, file_id),
+    )
+
+
+def _load_change(loader: _FileLoader, prepared: PreparedFile) -> FileResult:
+    """A file that changed after it was loaded: `changed`, with an alert. Appended lines are loaded (the
+    lines read before keep their rows and rejections); a rewrite, or a failure reading the new lines,
+    loads nothing and keeps the bytes accounted for, so the next change is compared with them again."""
+    conn, landed, result, previous = loader.conn, prepared.landed, prepared.result, prepared.previous
+    result.status, result.file_id = "changed", previous.file_id
+    _mark_seen(conn, previous.file_id, landed)
+    if prepared.mode == "rewrite" or prepared.failure is not None:
+        if prepared.failure is not None:
+            result.error = f"it changed after it was loaded, and the new version could not be read: {prepared.failure}"
+        conn.execute("update raw.ingest_files set status = 'changed', error = %s, run_id = %s where file_id = %s",
+                     (result.error, loader.run_id, previous.file_id))  # fmt: skip
+        loader.alert("changed", "changed after it was loaded", result.error, prepared.checksum)
+        return result
+    # an incomplete last line of the earlier load was rejected as such; it is read again, whole
+    conn.execute("delete from raw.rejected_records where file_id = %s and line_number >= %s",
+                 (previous.file_id, prepared.first_line))  # fmt: skip
+    first_ts = last_ts = None
+    if prepared.batch is not None:
+        _, first_ts, last_ts = _load_rows(loader, previous.file_id, prepared.batch, result)
+    result.error = (
+        f"grew from {previous.size} to {prepared.size} bytes after it was loaded (a writer appended instead of writing "
+        f"a new file and renaming it): the lines from {prepared.first_line} on were read now "
+        f"({result.rows_loaded} loaded, {result.rows_rejected} rejected)"
+    )
+    conn.execute(
+        """update raw.ingest_files set status = 'changed', error = %s, run_id = %s, size_bytes = %s, checksum = %s,
+               rows_loaded = rows_loaded + %s,
+               rows_rejected = (select count(*) from raw.rejected_records where file_id = %s),
+               min_event_ts = least(min_event_ts, %s), max_event_ts = greatest(max_event_ts, %s), loaded_at = now()
+           where file_id = %s""",
+        (result.error, loader.run_id, prepared.size, prepared.checksum, result.rows_loaded, previous.file_id,
+         first_ts, last_ts, previous.file_id),
+    )  # fmt: skip
+    loader.alert("changed", "changed after it was loaded", result.error, prepared.checksum)
+    return result
+
+
+def _record_failure(url: str, spec: ModelSpec, prepared: PreparedFile, error: str, run_id: str) -> FileResult:
+    """A file whose load raised: its transaction is rolled back; record the failure in a new one."""
+    prepared.batch, prepared.failure = None, error
+    prepared.mode = "new" if prepared.previous is None or prepared.previous.status == "failed" else "append"
+    prepared.result = FileResult(prepared.landed.path, prepared.landed.kind, "failed", error=error)
+    return load_file(url, spec, prepared, run_id=run_id)
+
+
+def _prepare_pending(url: str, spec: ModelSpec, fs, pending: list, now: datetime, retry_failed: bool,
+                     position: int) -> PreparedFile:  # fmt: skip
+    landed, previous = pending[position]
+    return prepare_file(url, spec, landed, fs, now=now, previous=previous, retry_failed=retry_failed)
 
 
 def ingest(
@@ -468,8 +699,10 @@ def ingest(
     now: datetime | None = None,
     run_id: str = "cli",
     kinds: Iterable[str] = KINDS,
+    retry_failed: bool = False,
 ) -> IngestResult:
-    """Load every new landed file of `spec`'s model (predictions first, then feedback)."""
+    """Load every new landed file of `spec`'s model (predictions first, then feedback). A file that failed
+    is tried again when its bytes change, or on every file with `retry_failed`."""
     root = default_landing_root(landing_root)
     url = warehouse.resolve_url(url)
     now = now or datetime.now(UTC)
@@ -483,23 +716,38 @@ def ingest(
         fs, _ = _filesystem(root)
         candidates = discover(root, spec.name, kind)
         with psycopg.connect(url) as conn:
-            known = _known_paths(conn, [c.path for c in candidates])
-        pending = [landed for landed in candidates if landed.path not in known]
+            known = _manifest(conn, [c.path for c in candidates])
+        pending = []
+        for landed in candidates:
+            previous = known.get(landed.path)
+            if previous is None or (previous.status == "failed" and retry_failed):
+                pending.append((landed, previous))
+            elif previous.status != "skipped" and previous.listing_changed(landed):
+                pending.append((landed, previous))
+        prepare = partial(_prepare_pending, url, spec, fs, pending, now, retry_failed)
+
         # Two cores: the next file is parsed and validated while this one is COPYed (the server works).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-prepare") as pool:
-            upcoming = pool.submit(prepare_file, url, spec, pending[0], fs, now=now) if pending else None
+            upcoming = pool.submit(prepare, 0) if pending else None
             for position in range(len(pending)):
                 prepared = upcoming.result()
                 if position + 1 < len(pending):
-                    upcoming = pool.submit(prepare_file, url, spec, pending[position + 1], fs, now=now)
-                file_result = load_file(url, spec, prepared, run_id=run_id)
+                    upcoming = pool.submit(prepare, position + 1)
+                try:
+                    file_result = load_file(url, spec, prepared, run_id=run_id)
+                except Exception as exc:  # noqa: BLE001 - rolled back; the file is marked failed, the run goes on
+                    # (with the warehouse unreachable, recording the failure raises too, and the run stops)
+                    log.exception("%s: loading %s failed", spec.name, prepared.landed.path)
+                    file_result = _record_failure(url, spec, prepared, _describe_failure(prepared.landed, exc), run_id)
+                if file_result.status == "unchanged":
+                    continue
                 log.info(
                     "%s %s: %s (%d loaded, %d rejected)%s", spec.name, file_result.path, file_result.status,
                     file_result.rows_loaded, file_result.rows_rejected, f": {file_result.error}" if file_result.error else "",
                 )  # fmt: skip
                 result.files.append(file_result)
     log.info(
-        "%s: %d files, %d rows loaded, %d rejected in %.1fs", spec.name, len(result.files), result.rows_loaded,
-        result.rows_rejected, time.perf_counter() - started,
+        "%s: %d files, %d rows loaded, %d rejected in %.1fs (%d failed)", spec.name, len(result.files), result.rows_loaded,
+        result.rows_rejected, time.perf_counter() - started, result.count("failed"),
     )  # fmt: skip
     return result

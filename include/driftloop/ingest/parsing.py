@@ -179,8 +179,8 @@ class _RowSource(Source):
         return series, pd.Series(key_sets, dtype="category")
 
 
-def _decompress(path: str, data: bytes) -> bytes:
-    if not path.endswith(".gz"):
+def decompress(path: str, data: bytes) -> bytes:
+    if not path.lower().endswith(".gz"):
         return data
     try:
         return gzip.decompress(data)
@@ -190,20 +190,21 @@ def _decompress(path: str, data: bytes) -> bytes:
         ) from exc
 
 
-def _read_rows(spec: ModelSpec, text: bytes, *, young: bool, path: str) -> ParsedFile:
+def _read_rows(spec: ModelSpec, text: bytes, *, young: bool, path: str, first_line: int = 1) -> ParsedFile:
     lines = text.split(b"\n")
     last_complete = text.endswith(b"\n")
+    last_number = first_line + len(lines) - 1
     numbers: list[int] = []
     payloads: list[str] = []
     objects: list[dict[str, Any]] = []
     unparsed: list[Unparsed] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            is_last = number == len(lines) and not last_complete
+            is_last = number == last_number and not last_complete
             if is_last and young:
                 raise StillBeingWritten(path) from None
             message = (
@@ -340,7 +341,7 @@ def _line_spans(text: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     return starts, np.arange(1, len(starts) + 1, dtype=np.int64)
 
 
-def _read_arrow(spec: ModelSpec, kind: str, text: bytes) -> ParsedFile | None:
+def _read_arrow(spec: ModelSpec, kind: str, text: bytes, first_line: int = 1) -> ParsedFile | None:
     """The fast path, or None when the file needs the row reader to explain its problems."""
     import pyarrow.compute as pc
     import pyarrow.json as pj
@@ -367,6 +368,7 @@ def _read_arrow(spec: ModelSpec, kind: str, text: bytes) -> ParsedFile | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     starts, numbers = spans
+    numbers = numbers + (first_line - 1)
     if table.num_rows != len(starts):
         return None
     offsets = pa.py_buffer(np.concatenate((starts, [len(text)])).astype(np.int32 if len(text) < 2**31 else np.int64))
@@ -381,11 +383,15 @@ def _read_arrow(spec: ModelSpec, kind: str, text: bytes) -> ParsedFile | None:
 
 def parse_file(spec: ModelSpec, kind: str, path: str, data: bytes, *, young: bool) -> ParsedFile:
     """Parse a landed file (JSON lines, gzipped or not, or Parquet)."""
-    if path.endswith(".parquet"):
+    if path.lower().endswith(".parquet"):
         return _read_parquet(spec, data)
-    text = _decompress(path, data)
+    return parse_text(spec, kind, path, decompress(path, data), young=young)
+
+
+def parse_text(spec: ModelSpec, kind: str, path: str, text: bytes, *, young: bool, first_line: int = 1) -> ParsedFile:
+    """Parse JSON lines (already decompressed); the first line of `text` is line `first_line` of the file."""
     if kind == PREDICTIONS or kind in CONTRACTS:
-        fast = _read_arrow(spec, kind, text) if text else None
+        fast = _read_arrow(spec, kind, text, first_line) if text else None
         if fast is not None:
             return fast
-    return _read_rows(spec, text, young=young, path=path)
+    return _read_rows(spec, text, young=young, path=path, first_line=first_line)

@@ -250,12 +250,14 @@ def test_crash_mid_file_commits_nothing_and_the_retry_loads_once(spec, root, war
         raise RuntimeError("worker killed")
 
     monkeypatch.setattr(ingest_module._FileLoader, "reject", die)
-    with pytest.raises(RuntimeError, match="worker killed"):
-        run(spec, root, warehouse_url)
+    crashed = run(spec, root, warehouse_url)
     counts = table_counts(warehouse_url)
-    assert counts["predictions"] == counts["ingest_files"] == counts["prediction_keys"] == 0
+    # the file's rows are rolled back; it is marked failed (with the error and its path), not half-loaded
+    assert counts["predictions"] == counts["prediction_keys"] == 0 and counts["ingest_files"] == 1
+    assert [f.status for f in crashed.files] == ["failed"] and "RuntimeError: worker killed" in crashed.files[0].error
     monkeypatch.setattr(ingest_module._FileLoader, "reject", real_reject)
-    result = run(spec, root, warehouse_url)
+    assert run(spec, root, warehouse_url).files == []  # same bytes: not retried on every run
+    result = run(spec, root, warehouse_url, retry_failed=True)
     assert (result.rows_loaded, result.rows_rejected) == (5, 1)
     assert run(spec, root, warehouse_url).files == []
     assert table_counts(warehouse_url)["predictions"] == 5
