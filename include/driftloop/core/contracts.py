@@ -25,32 +25,41 @@ FEEDBACK = "feedback"
 KINDS = (PREDICTIONS, FEEDBACK)
 
 
+# Limits that are part of the contract (a longer value is rejected with its reason, never loaded):
+# identifiers are index keys (PostgreSQL's btree refuses entries over ~2.7 kB, 256 characters of up to
+# 4 UTF-8 bytes each stay under it), and one record is one line of at most MAX_LINE_BYTES.
+MAX_IDENTIFIER_LENGTH = 256
+MAX_LINE_BYTES = 1 << 20
+# Numbers are finite: NaN and +/-Infinity are not JSON numbers, and jsonb cannot hold them.
+
+
 @dataclass(frozen=True)
 class ContractField:
     name: str
     kind: Kind
     required: bool  # present and not null
     rule: str  # for people: README, error messages
+    max_length: int | None = None  # characters, for strings
 
 
 PREDICTION_FIELDS: tuple[ContractField, ...] = (
-    ContractField("prediction_id", "string", True, "unique per prediction; the idempotency key"),
+    ContractField("prediction_id", "string", True, "unique per prediction; the idempotency key", MAX_IDENTIFIER_LENGTH),
     ContractField("model_name", "string", True, "matches a spec in include/specs"),
-    ContractField("model_version", "string", True, "registry version that produced it"),
-    ContractField("variant", "string", True, "experiment arm that served it (control, challenger, ...)"),
-    ContractField("experiment_id", "string", False, "set while an online experiment runs"),
-    ContractField("unit_id", "string", False, "the randomisation unit for sticky assignment"),
+    ContractField("model_version", "string", True, "registry version that produced it", MAX_IDENTIFIER_LENGTH),
+    ContractField("variant", "string", True, "experiment arm that served it (control, challenger, ...)", MAX_IDENTIFIER_LENGTH),
+    ContractField("experiment_id", "string", False, "set while an online experiment runs", MAX_IDENTIFIER_LENGTH),
+    ContractField("unit_id", "string", False, "the randomisation unit for sticky assignment", MAX_IDENTIFIER_LENGTH),
     ContractField("request_ts", "timestamp", True, "RFC 3339 with offset, not in the future"),
     ContractField("latency_ms", "number", True, "model latency, >= 0"),
     ContractField("features", "features", True, "feature name -> value, as declared in the spec"),
     ContractField("prediction", "class", True, "predicted class, one of the spec's classes"),
     ContractField("scores", "scores", True, "class -> probability summing to 1, or the positive-class probability"),
-    ContractField("segment", "string", False, "an optional slice (region, platform, ...)"),
+    ContractField("segment", "string", False, "an optional slice (region, platform, ...)", MAX_IDENTIFIER_LENGTH),
     ContractField("error", "string", False, "serving error, if the request failed"),
 )
 
 FEEDBACK_FIELDS: tuple[ContractField, ...] = (
-    ContractField("prediction_id", "string", True, "the prediction it labels"),
+    ContractField("prediction_id", "string", True, "the prediction it labels", MAX_IDENTIFIER_LENGTH),
     ContractField("label", "class", True, "the true class, one of the spec's classes"),
     ContractField("outcome", "number", False, "the business reward for A/B (conversion 0/1, revenue)"),
     ContractField("feedback_ts", "timestamp", True, "RFC 3339 with offset, when the truth became known"),
@@ -66,25 +75,29 @@ FeatureValue = float | int | str | bool | None
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def to_json_line(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", exclude_none=False)) + b"\n"
 
 
+_Identifier = Field(min_length=1, max_length=MAX_IDENTIFIER_LENGTH)
+_OptionalIdentifier = Field(default=None, max_length=MAX_IDENTIFIER_LENGTH)
+
+
 class PredictionEvent(_Event):
-    prediction_id: str = Field(min_length=1)
+    prediction_id: str = _Identifier
     model_name: str = Field(min_length=1)
-    model_version: str = Field(min_length=1)
-    variant: str = "control"
-    experiment_id: str | None = None
-    unit_id: str | None = None
+    model_version: str = _Identifier
+    variant: str = Field(default="control", max_length=MAX_IDENTIFIER_LENGTH)
+    experiment_id: str | None = _OptionalIdentifier
+    unit_id: str | None = _OptionalIdentifier
     request_ts: AwareDatetime
     latency_ms: float = Field(ge=0)
     features: dict[str, FeatureValue]
     prediction: str | int
     scores: dict[str, float] | float
-    segment: str | None = None
+    segment: str | None = _OptionalIdentifier
     error: str | None = None
 
     @field_validator("scores")
@@ -125,7 +138,7 @@ class PredictionEvent(_Event):
 
 
 class FeedbackEvent(_Event):
-    prediction_id: str = Field(min_length=1)
+    prediction_id: str = _Identifier
     label: str | int
     outcome: float | None = None
     feedback_ts: AwareDatetime

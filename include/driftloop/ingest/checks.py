@@ -26,6 +26,10 @@ RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d
 _NO_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?$")
 # Timestamps that cannot be parsed get this value so the range check names them.
 _UNPARSEABLE_TS = pd.Timestamp("1900-01-01", tz="UTC")
+# Well-formed timestamps beyond what pandas holds (years after 2262, before 1677) get these: they are
+# in the future, or too early, not "invalid".
+_BEYOND_FUTURE_TS = pd.Timestamp.max.tz_localize("UTC").floor("s")
+_BEYOND_PAST_TS = pd.Timestamp("1678-01-01", tz="UTC")
 _EARLIEST_TS = "2000-01-01T00:00:00+00:00"
 # A failed request (error set) may lack its prediction, scores and features.
 _SERVED = "served__ == True"
@@ -43,6 +47,17 @@ _FEATURE_TYPES = {
     FeatureType.categorical: (["str", "int"], "a string category"),
     FeatureType.boolean: (["bool"], "true or false"),
 }
+
+
+def _out_of_pandas_range(text: str) -> pd.Timestamp:
+    """A timestamp pandas cannot hold: a date-time of year 1..9999 is beyond it, anything else is invalid."""
+    if not re.match(RFC3339, text):
+        return _UNPARSEABLE_TS
+    try:  # fromisoformat takes at most 6 fractional digits
+        moment = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).replace("z", "Z"))
+    except ValueError:
+        return _UNPARSEABLE_TS
+    return _BEYOND_FUTURE_TS if moment.year >= 2262 else _BEYOND_PAST_TS
 
 
 def _short(value: Any) -> str:
@@ -114,11 +129,15 @@ class _Builder:
             regex=RFC3339, digits_alike=True,
         )  # fmt: skip
         parsed = pd.to_datetime(strings, utc=True, format="ISO8601", errors="coerce")
+        for index in np.flatnonzero((strings.notna() & parsed.isna()).to_numpy()):
+            parsed.iloc[index] = _out_of_pandas_range(strings.iloc[index])
         parsed = parsed.where(strings.isna() | parsed.notna(), _UNPARSEABLE_TS)
         self.check(
             "ExpectColumnValuesToBeBetween", f"ts__{path}", parsed, path, "timestamp_range",
             lambda v, f=path, latest=latest: (
                 f"{f} is not a valid date-time" if v == _UNPARSEABLE_TS
+                else f"{f} is in the future (after the year 2262; later than {latest.isoformat()})" if v == _BEYOND_FUTURE_TS
+                else f"{f} is before {_EARLIEST_TS[:10]} (before the year 1677)" if v == _BEYOND_PAST_TS
                 else f"{f} {v.isoformat()} is in the future (later than {latest.isoformat()})" if v > latest
                 else f"{f} {v.isoformat()} is before {_EARLIEST_TS[:10]}"
             ),
@@ -129,9 +148,16 @@ class _Builder:
 
 def _contract_checks(builder: _Builder, kind: str, served_only: set[str]) -> None:
     for contract_field in CONTRACTS[kind]:
+        name = contract_field.name
         if contract_field.required:
-            builder.required(contract_field.name, contract_field.name, only_if_served=contract_field.name in served_only)
-        builder.typed(contract_field.name, contract_field.name, *_ALLOWED_TYPES[contract_field.kind])
+            builder.required(name, name, only_if_served=name in served_only)
+        builder.typed(name, name, *_ALLOWED_TYPES[contract_field.kind])
+        if contract_field.max_length is not None:
+            builder.check(
+                "ExpectColumnValuesToBeBetween", f"length__{name}", builder.source.lengths(name), name, "length",
+                lambda v, f=name, m=contract_field.max_length: f"{f} is {v:,.0f} characters long; the contract allows at most {m}",
+                max_value=contract_field.max_length,
+            )  # fmt: skip
 
 
 def _model_name_check(builder: _Builder, spec: ModelSpec, message) -> None:
@@ -225,5 +251,5 @@ def check_batch(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -
     report = validate_frame(frame, builder.checks, suite_name=f"{spec.name}-{kind}")
     reasons = dict(report.reasons)
     for item in parsed.unparsed:
-        reasons[item.line] = [item.reason]
+        reasons[item.line] = list(item.reasons)
     return CheckedBatch(parsed, reasons, scores, timestamps)

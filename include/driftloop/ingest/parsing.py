@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import math
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +27,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from driftloop.core.contracts import CONTRACTS, PREDICTIONS, ContractField
+from driftloop.core.contracts import CONTRACTS, MAX_LINE_BYTES, PREDICTIONS, ContractField
 from driftloop.core.spec import FeatureType, ModelSpec, Task
 from driftloop.ingest.validation import Reason
 
@@ -44,7 +46,42 @@ class StillBeingWritten(Exception):
 class Unparsed:
     line: int
     payload: bytes
-    reason: Reason
+    reasons: list[Reason]
+
+
+def _non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
+    """(path, value) of every NaN / infinite number in a parsed value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path or "(value)", value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _non_finite(item, f"{path}.{key}" if path else str(key))]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _non_finite(item, f"{path}[{index}]")]
+    return []
+
+
+def _non_finite_reasons(found: list[tuple[str, float]]) -> list[Reason]:
+    words = lambda v: "NaN" if math.isnan(v) else f"{'-' if v < 0 else ''}Infinity (or beyond +/-1.8e308)"  # noqa: E731
+    return [
+        Reason(path, "non_finite", f"{path} is {words(value)}: the contract allows finite numbers only")
+        for path, value in found
+    ]
+
+
+def _too_long(line: bytes) -> list[Reason] | None:
+    if len(line) <= MAX_LINE_BYTES:
+        return None
+    return [Reason("(line)", "line_length",
+                   f"the record is {len(line):,} bytes long; the contract allows at most {MAX_LINE_BYTES:,} bytes per line")]  # fmt: skip
+
+
+def _lenient_non_finite(line: bytes) -> list[tuple[str, float]]:
+    """Why a line orjson refused may still be JSON to a lenient parser: NaN / Infinity / 1e400 numbers."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return []
+    return _non_finite(value) if isinstance(value, dict) else []
 
 
 def _class_text(value: Any) -> Any:
@@ -83,6 +120,10 @@ class Source:
 
     def strings(self, path: str) -> pd.Series:
         """object strings; None where missing or not a string."""
+        raise NotImplementedError
+
+    def lengths(self, path: str) -> pd.Series:
+        """float64 length in characters of each string; NaN where missing or not a string."""
         raise NotImplementedError
 
     def arrow(self, path: str, kind: str) -> pa.Array:
@@ -150,6 +191,9 @@ class _RowSource(Source):
     def strings(self, path: str) -> pd.Series:
         return pd.Series([v if isinstance(v, str) else None for v in self.values(path)], dtype=object)
 
+    def lengths(self, path: str) -> pd.Series:
+        return pd.Series([float(len(v)) if isinstance(v, str) else np.nan for v in self.values(path)], dtype="float64")
+
     def arrow(self, path: str, kind: str) -> pa.Array:
         if kind == "float64":
             return pa.array(self.number(path).to_numpy(), type=pa.float64(), from_pandas=True)
@@ -201,25 +245,33 @@ def _read_rows(spec: ModelSpec, text: bytes, *, young: bool, path: str, first_li
     for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
+        too_long = _too_long(line)
+        if too_long:
+            unparsed.append(Unparsed(number, line, too_long))
+            continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             is_last = number == last_number and not last_complete
             if is_last and young:
                 raise StillBeingWritten(path) from None
+            non_finite = [] if is_last else _lenient_non_finite(line)
+            if non_finite:
+                unparsed.append(Unparsed(number, line, _non_finite_reasons(non_finite)))
+                continue
             message = (
                 "incomplete last line: the file ends in the middle of a record (truncated, or the writer died)"
                 if is_last
                 else f"malformed JSON: {exc}"
             )
-            unparsed.append(Unparsed(number, line, Reason("(line)", "json", message)))
+            unparsed.append(Unparsed(number, line, [Reason("(line)", "json", message)]))
             continue
         if not isinstance(obj, dict):
             reason = Reason("(line)", "json", f"expected a JSON object, got {type(obj).__name__}")
-            unparsed.append(Unparsed(number, line, reason))
+            unparsed.append(Unparsed(number, line, [reason]))
         elif b"\\u0000" in line:
             reason = Reason("(line)", "nul", "contains a NUL character (\\u0000), which PostgreSQL cannot store")
-            unparsed.append(Unparsed(number, line, reason))
+            unparsed.append(Unparsed(number, line, [reason]))
         else:
             numbers.append(number)
             payloads.append(line.decode().strip())
@@ -246,9 +298,20 @@ def _read_parquet(spec: ModelSpec, data: bytes) -> ParsedFile:
         for key, value in list(row.items()):
             if isinstance(value, datetime):  # naive values keep no offset and are rejected as such
                 row[key] = value.isoformat()
-    payloads = [orjson.dumps(row, default=str).decode() for row in rows]
+    numbers, payloads, kept, unparsed = [], [], [], []
+    for number, row in enumerate(rows, start=1):
+        # NaN would be written as null by orjson: a value changed without a word; refuse it instead
+        non_finite = _non_finite(row)
+        payload = orjson.dumps(row, default=str)
+        problems = _non_finite_reasons(non_finite) if non_finite else _too_long(payload)
+        if problems:
+            unparsed.append(Unparsed(number, payload, problems))
+            continue
+        numbers.append(number)
+        payloads.append(payload.decode())
+        kept.append(row)
     return ParsedFile(
-        np.arange(1, len(rows) + 1, dtype=np.int64), pa.array(payloads, type=pa.string()), _RowSource(rows, spec)
+        np.array(numbers, dtype=np.int64), pa.array(payloads, type=pa.string()), _RowSource(kept, spec), unparsed
     )
 
 
@@ -319,6 +382,11 @@ class _ArrowSource(Source):
     def strings(self, path: str) -> pd.Series:
         return self.column(path).to_pandas()
 
+    def lengths(self, path: str) -> pd.Series:
+        import pyarrow.compute as pc
+
+        return pc.utf8_length(self.column(path)).cast(pa.float64()).to_pandas()
+
     def arrow(self, path: str, kind: str) -> pa.Array:
         return self.column(path).cast(pa.float64() if kind == "float64" else pa.string()).combine_chunks()
 
@@ -330,15 +398,26 @@ class _ArrowSource(Source):
 
 
 def _line_spans(text: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """Start offsets and 1-based numbers of the lines; None when a line is blank."""
+    """Start offsets and 1-based numbers of the lines; None when a line is blank or too long."""
     newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
     starts = np.concatenate(([0], newlines + 1))
     if starts[-1] == len(text):  # the file ends with a newline: no last line after it
         starts = starts[:-1]
     ends = np.concatenate((starts[1:], [len(text)]))
-    if len(starts) == 0 or np.any(ends - starts <= 1):
+    if len(starts) == 0 or np.any(ends - starts <= 1) or np.any(ends - starts > MAX_LINE_BYTES + 1):
         return None
     return starts, np.arange(1, len(starts) + 1, dtype=np.int64)
+
+
+def _has_non_finite(table: pa.Table) -> bool:
+    """Arrow reads NaN / Infinity literals as numbers; the row reader rejects them with their reason."""
+    import pyarrow.compute as pc
+
+    return any(
+        pc.any(pc.invert(pc.is_finite(column))).as_py()
+        for column in table.flatten().columns
+        if pa.types.is_floating(column.type)
+    )
 
 
 def _read_arrow(spec: ModelSpec, kind: str, text: bytes, first_line: int = 1) -> ParsedFile | None:
@@ -369,7 +448,7 @@ def _read_arrow(spec: ModelSpec, kind: str, text: bytes, first_line: int = 1) ->
         return None
     starts, numbers = spans
     numbers = numbers + (first_line - 1)
-    if table.num_rows != len(starts):
+    if table.num_rows != len(starts) or _has_non_finite(table):
         return None
     offsets = pa.py_buffer(np.concatenate((starts, [len(text)])).astype(np.int32 if len(text) < 2**31 else np.int64))
     array_type = pa.binary() if len(text) < 2**31 else pa.large_binary()

@@ -241,3 +241,97 @@ def test_an_empty_file_filled_later_loads_its_lines(spec, root, warehouse_url):
     age_file(path, timedelta(minutes=30))
     assert [(f.status, f.rows_loaded) for f in run(spec, root, warehouse_url).files] == [("changed", 1)]
     assert orjson.loads(path.read_bytes())["model_name"] == "churn"
+
+
+# ------------------------------------------------------------------------------------------ one verdict per value
+
+
+def _replace(line: bytes, field: bytes, value: bytes) -> bytes:
+    """Set a numeric JSON field to a literal orjson cannot write (NaN, Infinity, 1e400)."""
+    key = b'"' + field + b'":'
+    start = line.index(key) + len(key)
+    end = start
+    while line[end : end + 1] not in (b",", b"}"):
+        end += 1
+    return line[:start] + value + line[end:]
+
+
+NON_FINITE = {
+    "latency Infinity": ("predictions", b"latency_ms", b"Infinity", "latency_ms is Infinity"),
+    "required feature -Infinity": ("predictions", b"tenure_months", b"-Infinity", "features.tenure_months is -Infinity"),
+    "optional feature NaN": ("predictions", b"age", b"NaN", "features.age is NaN"),
+    "score beyond a double": ("predictions", b"churn", b"1e400", "scores.churn is Infinity (or beyond"),
+    "feedback outcome NaN": ("feedback", b"outcome", b"NaN", "outcome is NaN"),
+}
+
+
+@pytest.mark.parametrize("neighbour", ["clean neighbours", "a malformed neighbour"])
+@pytest.mark.parametrize("case", sorted(NON_FINITE))
+def test_non_finite_numbers_are_rejected_whatever_the_neighbours(spec, root, warehouse_url, case, neighbour):
+    kind, field, literal, expected = NON_FINITE[case]
+    make = (lambda: prediction(spec)) if kind == "predictions" else (lambda: feedback(prediction(spec)["prediction_id"]))
+    bad = _replace(orjson.dumps(make()), field, literal)
+    lines = [make(), bad, make()] + ([b'{"prediction_id": '] if neighbour == "a malformed neighbour" else [])
+    land(root, "churn", kind, "odd-numbers.jsonl", lines)
+    result = run(spec, root, warehouse_url)
+    assert result.count("failed") == 0, result.files
+    assert result.rows_loaded == 2
+    reasons = {line: reason for _, line, reason in rejections(warehouse_url)}
+    assert expected in reasons[2] and "the contract allows finite numbers only" in reasons[2]
+    with psycopg.connect(warehouse_url) as conn:
+        rules = conn.execute("select reasons->0->>'rule' from raw.rejected_records where line_number = 2").fetchone()
+    assert rules == ("non_finite",)
+
+
+def test_non_finite_numbers_in_parquet_are_rejected_not_nulled(spec, root, warehouse_url):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [prediction(spec) for _ in range(2)]
+    rows[1]["latency_ms"] = float("nan")
+    table = pa.Table.from_pylist([{**row, "features": orjson.dumps(row["features"]).decode(),
+                                   "scores": orjson.dumps(row["scores"]).decode()} for row in rows])  # fmt: skip
+    folder = root / "churn" / "predictions" / "dt=2026-11-20"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "p.parquet")
+    age_file(folder / "p.parquet", timedelta(hours=1))
+    result = run(spec, root, warehouse_url)
+    assert (result.rows_loaded, result.rows_rejected) == (1, 1)
+    assert "latency_ms is NaN" in rejections(warehouse_url)[0][2]
+
+
+LONG = {
+    "prediction_id": ({"prediction_id": "p" * 5000}, "prediction_id is 5,000 characters long; the contract allows at most 256"),
+    "unit_id": ({"unit_id": "u" * 3000}, "unit_id is 3,000 characters long"),
+    "model_version": ({"model_version": "9" * 300}, "model_version is 300 characters long"),
+    "variant": ({"variant": "v" * 257}, "variant is 257 characters long"),
+    "experiment_id": ({"experiment_id": "e" * 1000}, "experiment_id is 1,000 characters long"),
+    "segment": ({"segment": "s" * 999}, "segment is 999 characters long"),
+    "the line": ({"error": "x" * (1 << 20)}, "the contract allows at most 1,048,576 bytes per line"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG))
+def test_values_over_the_contract_length_are_rejected_with_the_limit(spec, root, warehouse_url, case):
+    change, expected = LONG[case]
+    land(root, "churn", "predictions", "long.jsonl", [prediction(spec), prediction(spec, **change)])
+    result = run(spec, root, warehouse_url)
+    assert result.count("failed") == 0, result.files
+    assert (result.rows_loaded, result.rows_rejected) == (1, 1)
+    assert expected in rejections(warehouse_url)[0][2]
+
+
+def test_a_long_feedback_prediction_id_is_rejected(spec, root, warehouse_url):
+    land(root, "churn", "feedback", "f.jsonl", [feedback("p" * 4000), feedback("ok")])
+    result = run(spec, root, warehouse_url)
+    assert (result.rows_loaded, result.rows_rejected) == (1, 1)
+    assert "prediction_id is 4,000 characters long" in rejections(warehouse_url)[0][2]
+
+
+@pytest.mark.parametrize("stamp", ["2263-01-01T00:00:00+00:00", "9999-12-31T23:59:59Z"])
+def test_a_timestamp_after_2262_is_in_the_future(spec, root, warehouse_url, stamp):
+    land(root, "churn", "predictions", "p.jsonl", [prediction(spec), prediction(spec, request_ts=stamp)])
+    land(root, "churn", "feedback", "f.jsonl", [feedback("a", feedback_ts=stamp)])
+    run(spec, root, warehouse_url)
+    reasons = [reason for _, _, reason in rejections(warehouse_url)]
+    assert len(reasons) == 2 and all("is in the future" in reason for reason in reasons), reasons
