@@ -234,6 +234,43 @@ def decompress(path: str, data: bytes) -> bytes:
         ) from exc
 
 
+_BYTE_ORDER_MARKS = (  # longest first: the UTF-32 LE mark starts like the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)", "UTF-32BE"),
+    (b"\xef\xbb\xbf", "UTF-8 with a byte-order mark", "UTF-8-SIG"),
+    (b"\xff\xfe", "UTF-16 (little-endian)", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16 (big-endian)", "UTF-16BE"),
+)
+
+
+def _check_encoding(text: bytes) -> None:
+    """A whole file in another encoding is one reason for the file, not one per fragment of it."""
+    for mark, name, iconv in _BYTE_ORDER_MARKS:
+        if text.startswith(mark):
+            raise UnreadableFile(
+                f"encoding: the file is {name} (it starts with the byte-order mark {mark.hex(' ').upper()}); the "
+                f"contract is UTF-8 without a byte-order mark, so nothing of it is loaded: convert it (e.g. "
+                f"iconv -f {iconv} -t UTF-8) and land it again"
+            )
+    head = text[:4096]
+    if head and head.count(b"\x00") * 4 >= len(head):
+        raise UnreadableFile(
+            "encoding: the file looks like UTF-16 or UTF-32 without a byte-order mark (NUL bytes between the "
+            "characters); the contract is UTF-8, so nothing of it is loaded: convert it and land it again"
+        )
+
+
+def _not_utf8(line: bytes) -> list[Reason] | None:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = line[exc.start]
+        return [Reason("(line)", "encoding",
+                       f"encoding: the line is not UTF-8 (byte 0x{byte:02X} at position {exc.start}: "
+                       f"{'Latin-1 or Windows-1252?' if byte >= 0x80 else exc.reason}); the contract is UTF-8")]  # fmt: skip
+    return None
+
+
 def _read_rows(spec: ModelSpec, text: bytes, *, young: bool, path: str, first_line: int = 1) -> ParsedFile:
     lines = text.split(b"\n")
     last_complete = text.endswith(b"\n")
@@ -245,9 +282,9 @@ def _read_rows(spec: ModelSpec, text: bytes, *, young: bool, path: str, first_li
     for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
-        too_long = _too_long(line)
-        if too_long:
-            unparsed.append(Unparsed(number, line, too_long))
+        problem = _too_long(line) or _not_utf8(line)
+        if problem and not (young and number == last_number and not last_complete):
+            unparsed.append(Unparsed(number, line, problem))
             continue
         try:
             obj = orjson.loads(line)
@@ -469,6 +506,8 @@ def parse_file(spec: ModelSpec, kind: str, path: str, data: bytes, *, young: boo
 
 def parse_text(spec: ModelSpec, kind: str, path: str, text: bytes, *, young: bool, first_line: int = 1) -> ParsedFile:
     """Parse JSON lines (already decompressed); the first line of `text` is line `first_line` of the file."""
+    if first_line == 1:
+        _check_encoding(text)
     if kind == PREDICTIONS or kind in CONTRACTS:
         fast = _read_arrow(spec, kind, text, first_line) if text else None
         if fast is not None:

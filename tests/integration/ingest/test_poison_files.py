@@ -335,3 +335,33 @@ def test_a_timestamp_after_2262_is_in_the_future(spec, root, warehouse_url, stam
     run(spec, root, warehouse_url)
     reasons = [reason for _, _, reason in rejections(warehouse_url)]
     assert len(reasons) == 2 and all("is in the future" in reason for reason in reasons), reasons
+
+
+# ------------------------------------------------------------------------------------------ encodings
+
+
+@pytest.mark.parametrize(
+    ("encoding", "expected"),
+    [("utf-16", "the file is UTF-16 (little-endian)"), ("utf-8-sig", "UTF-8 with a byte-order mark"),
+     ("utf-32", "the file is UTF-32 (little-endian)"), ("utf-16-le", "looks like UTF-16 or UTF-32 without a byte-order mark")],
+)  # fmt: skip
+def test_a_file_in_another_encoding_fails_with_one_reason(spec, root, warehouse_url, encoding, expected):
+    text = encode([prediction(spec) for _ in range(3)]).decode()
+    land(root, "churn", "predictions", "wide.jsonl", text.encode(encoding))
+    land_good_neighbours(spec, root)
+    result = run(spec, root, warehouse_url)
+    status, _, rejected, error = manifest(warehouse_url)["wide.jsonl"]
+    assert (status, rejected) == ("failed", 0) and error.startswith("encoding: ") and expected in error
+    assert result.rows_loaded == 2 and rejections(warehouse_url) == []
+
+
+def test_a_latin1_line_is_rejected_naming_the_encoding(spec, root, warehouse_url):
+    latin = orjson.dumps(prediction(spec, error="caf\u00e9 down")).decode().encode("latin-1")
+    land(root, "churn", "predictions", "mixed.jsonl", [prediction(spec), latin, prediction(spec)])
+    result = run(spec, root, warehouse_url)
+    assert (result.rows_loaded, result.rows_rejected) == (2, 1)
+    (_, line, reason), = rejections(warehouse_url)
+    assert line == 2 and "encoding: the line is not UTF-8 (byte 0xE9" in reason and "Latin-1" in reason
+    with psycopg.connect(warehouse_url) as conn:
+        payload, = conn.execute("select payload from raw.rejected_records").fetchone()
+    assert "caf\\xe9 down" in payload  # the original byte stays visible
