@@ -6,7 +6,10 @@ from typing import Any
 
 import psycopg
 
+from driftloop.core.contracts import landing_relative
 from driftloop.ingest.loader import IngestResult
+
+WIDTH = 100  # status screens fit a 100-column terminal
 
 
 def ingest_summary(url: str, model_name: str) -> dict[str, Any]:
@@ -18,12 +21,15 @@ def ingest_summary(url: str, model_name: str) -> dict[str, Any]:
         ).fetchall()
         problems = conn.execute(
             """select kind, status, path, error from raw.ingest_files
-               where model_name = %s and status in ('failed', 'duplicate', 'empty') order by file_id""",
+               where model_name = %s and status <> 'loaded' order by file_id""",
             (model_name,),
         ).fetchall()
+        # the example is one row: its location and its reason (the first rejected row of the rule)
         reasons = conn.execute(
-            """select kind, reasons->0->>'rule' as rule, count(*), min(reason),
-                      (array_agg(regexp_replace(path, '^.*/', '') || ':' || line_number order by rejected_id))[1]
+            """select kind, reasons->0->>'rule' as rule, count(*),
+                      (array_agg(reason order by rejected_id))[1],
+                      (array_agg(path order by rejected_id))[1],
+                      (array_agg(line_number order by rejected_id))[1]
                from raw.rejected_records where model_name = %s
                group by kind, rule order by kind, count(*) desc, rule""",
             (model_name,),
@@ -39,22 +45,36 @@ def ingest_summary(url: str, model_name: str) -> dict[str, Any]:
             {"kind": k, "status": s, "files": n, "rows_loaded": loaded, "rows_rejected": rejected}
             for k, s, n, loaded, rejected in files
         ],
-        "file_problems": [{"kind": k, "status": s, "path": p, "error": e} for k, s, p, e in problems],
-        "rejections": [
-            {"kind": k, "rule": r, "rows": n, "example_reason": reason, "example_at": at}
-            for k, r, n, reason, at in reasons
+        "file_problems": [
+            {"kind": k, "status": s, "path": landing_relative(p, model_name), "error": e} for k, s, p, e in problems
         ],
+        "rejections": [
+            {"kind": k, "rule": r, "rows": n, "example_reason": reason,
+             "example_at": f"{landing_relative(path, model_name)}:{line}"}
+            for k, r, n, reason, path, line in reasons
+        ],  # fmt: skip
         "feedback_awaiting_prediction": awaiting,
-        "alerts": [{"severity": s, "summary": m} for s, m in alerts],
+        "alerts": [{"severity": s, "summary": _relative_in(m, model_name)} for s, m in alerts],
     }
+
+
+def _relative_in(text: str, model_name: str) -> str:
+    """Landed paths inside a sentence, from the landing root on."""
+    return " ".join(landing_relative(word, model_name) if "/" in word else word for word in text.split(" "))
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join([line, "  ".join("-" * w for w in widths), *body])
+
+
+def _wrapped(text: str, first: str, rest: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=WIDTH, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -66,36 +86,62 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     )
     if summary["file_problems"]:
-        parts.append("\nFiles not loaded, and why:")
+        parts.append("\nFiles not loaded (or not as landed), and why:")
         for problem in summary["file_problems"]:
-            name = problem["path"].rsplit("/", 1)[-1]
-            parts.append(f"  [{problem['status']}] {problem['kind']}/{name}: {problem['error']}")
+            parts.append(_wrapped(f"[{problem['status']}] {problem['path']}: {problem['error']}", "  ", "      "))
     if summary["rejections"]:
-        parts.append("\nRejected rows (raw.rejected_records), by rule:")
-        parts.append(
-            _table(
-                ["kind", "rule", "rows", "example", "reason"],
-                [[r["kind"], r["rule"], r["rows"], r["example_at"], r["example_reason"]] for r in summary["rejections"]],
-            )
-        )
+        parts.append("\nRejected rows (raw.rejected_records), by rule, with the first rejected row as the example:")
+        parts.append(_table(["kind", "rule", "rows"], [[r["kind"], r["rule"], r["rows"]] for r in summary["rejections"]]))
+        for rule in summary["rejections"]:
+            parts.append(_wrapped(f"{rule['kind']} / {rule['rule']}, e.g. {rule['example_at']}", "  ", "      "))
+            parts.append(_wrapped(rule["example_reason"], "      ", "      "))
     parts.append(f"\nFeedback waiting for its prediction: {summary['feedback_awaiting_prediction']}")
     if summary["alerts"]:
         parts.append("\nAlerts raised (ops.alerts outbox):")
-        parts.extend(f"  [{a['severity']}] {a['summary']}" for a in summary["alerts"])
+        parts.extend(_wrapped(f"[{a['severity']}] {a['summary']}", "  ", "      ") for a in summary["alerts"])
     return "\n".join(parts)
 
 
-def format_run(result: IngestResult) -> str:
-    rows = [
-        [f.kind, f.path.rsplit("/", 1)[-1], f.status, f.rows_loaded, f.rows_rejected, f.error or ""]
-        for f in result.files
-    ]
-    if not rows:
+def _day_of(path: str) -> str:
+    """The dt= folder of a landed path (files outside one are their own 'day')."""
+    folder = path.rsplit("/", 2)[-2] if path.count("/") >= 2 else ""
+    return folder if folder.startswith("dt=") else "(no day folder)"
+
+
+def format_run(result: IngestResult, *, days_in_full: int = 3) -> str:
+    """One run's files: every file of the first `days_in_full` days of each kind, then one line per day;
+    a file that did not simply load (failed, skipped, changed, duplicate, ...) is always listed."""
+    if not result.files:
         return f"{result.model_name}: no new files."
-    return (
-        _table(["kind", "file", "status", "loaded", "rejected", "note"], rows)
-        + f"\n{result.model_name}: {result.rows_loaded} rows loaded, {result.rows_rejected} rejected."
-    )
+    from collections import Counter, defaultdict
+
+    by_day: dict[tuple[str, str], list] = defaultdict(list)
+    for file in result.files:
+        by_day[(file.kind, _day_of(file.path))].append(file)
+    rows: list[list[Any]] = []
+    notes: list[str] = []
+    shown_days: Counter[str] = Counter()
+    for (kind, day), files in sorted(by_day.items()):
+        shown_days[kind] += 1
+        in_full = shown_days[kind] <= days_in_full
+        if not in_full:
+            statuses = Counter(f.status for f in files)
+            rows.append([kind, f"{day}/ ({len(files)} files)", ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+                         sum(f.rows_loaded for f in files), sum(f.rows_rejected for f in files)])  # fmt: skip
+        for file in files:
+            relative = landing_relative(file.path, result.model_name).split("/", 2)[-1]
+            if in_full or file.status not in ("loaded", "empty"):
+                rows.append([kind, relative if in_full else f"  {relative}", file.status, file.rows_loaded,
+                             file.rows_rejected])  # fmt: skip
+            if file.error and file.status not in ("loaded", "empty"):
+                notes.append(_wrapped(f"{kind}/{relative}: {file.error}", "  ", "      "))
+    failed = result.count("failed")
+    return "\n".join([
+        _table(["kind", "file", "status", "loaded", "rejected"], rows),
+        *(["Why:", *notes] if notes else []),
+        f"{result.model_name}: {len(result.files)} files, {result.rows_loaded} rows loaded, {result.rows_rejected} "
+        f"rejected" + (f", {failed} files failed" if failed else "") + ".",
+    ])  # fmt: skip
 
 
 MARTS = ("fct_model_quality", "fct_class_quality", "fct_confusion_matrix", "fct_latency", "fct_label_coverage",

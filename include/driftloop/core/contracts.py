@@ -151,3 +151,13 @@ def landing_path(root: str, model_name: str, kind: str, day: str, filename: str)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     return f"{root.rstrip('/')}/{model_name}/{kind}/dt={day}/{filename}"
+
+
+def landing_relative(path: str, model_name: str) -> str:
+    """A landed file's path from the landing root on (`<model>/<kind>/dt=.../<file>`), whatever the root."""
+    for kind in KINDS:
+        marker = f"/{model_name}/{kind}/"
+        at = path.rfind(marker)
+        if at >= 0:
+            return path[at + 1 :]
+    return path

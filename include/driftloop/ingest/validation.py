@@ -7,6 +7,7 @@ Callers describe checks (`Check`: a GX expectation plus how to explain a failure
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections import defaultdict
@@ -61,6 +62,10 @@ def _gx():
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # That module sets its own logger to INFO on import, and every ephemeral context then logs "Created
+    # temporary directory ... for ephemeral docs site": one stderr line per validated file, whatever the
+    # caller's logging level. It says nothing to a reader.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     return gx, gxe, ProgressBarsConfig
 
 

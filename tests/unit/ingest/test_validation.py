@@ -79,3 +79,13 @@ def test_clean_batch_has_no_reasons():
     frame = _frame(np.random.default_rng(9), 200)
     report = validate_frame(frame, _checks())
     assert report.reasons == {} and report.failed_checks == []
+
+
+def test_validating_a_batch_writes_no_temporary_directory_line(caplog):
+    # GIVEN logging at INFO (Airflow tasks, `driftloop -v`): GX used to log one line per validated file
+    frame = pd.DataFrame({LINE: [1, 2], "value": [0.5, 3.0]})
+    check = Check("ExpectColumnValuesToBeBetween", "value", "value", "range", str, {"max_value": 1.0})
+    with caplog.at_level("INFO"):
+        report = validate_frame(frame, [check])
+    assert set(report.reasons) == {2}
+    assert not [r for r in caplog.records if "Created temporary directory" in r.getMessage()]
