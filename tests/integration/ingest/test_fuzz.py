@@ -38,7 +38,7 @@ ODD_NUMBERS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"-0", b"
 STRING_FIELDS = ["prediction_id", "model_version", "variant", "experiment_id", "unit_id", "segment", "error", "source"]
 NUMBER_FIELDS = ["latency_ms", "tenure_months", "age", "churn", "stay", "outcome", "scores"]
 ANY_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=5,
