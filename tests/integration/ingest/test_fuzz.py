@@ -6,7 +6,7 @@ manifest's counts say so; a file that did not load is `failed` (for a reason in 
 unexpected error), `skipped`, `duplicate` (of a loaded file with the same bytes) or `empty` with a
 reason; and the second run loads nothing.
 
-`make test` runs DRIFTLOOP_FUZZ_EXAMPLES examples (default 80: GX validation costs about a second per file); set it higher for a long run, e.g.
+`make test` runs DRIFTLOOP_FUZZ_EXAMPLES examples (default 150: 1-2 minutes on two cores, GX validation costs about half a second per file); set it higher for a long run, e.g.
 `DRIFTLOOP_FUZZ_EXAMPLES=3000 .venv/bin/python -m pytest -q tests/integration/ingest/test_fuzz.py`.
 """
 
@@ -31,7 +31,7 @@ from landing import NOW, age_file, feedback, prediction
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("DRIFTLOOP_FUZZ_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("DRIFTLOOP_FUZZ_EXAMPLES", "150"))
 SPEC = get_spec("churn")
 IDS = [f"fz-{k}" for k in range(5)]  # a small pool: ids repeat inside and across files
 ODD_NUMBERS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"-0", b"1e-400", b"123456789012345678901234567890",
