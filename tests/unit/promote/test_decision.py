@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate, optimize, stats
 
 from driftloop.promote.decision import (
     AllocationStep,
@@ -30,6 +30,7 @@ from driftloop.promote.decision import (
     difference_in_rates,
     log_mixture_likelihood_ratio,
     log_one_sided_mixture_likelihood_ratio,
+    restricted_rates,
 )
 from driftloop.sim.decisions import simulate_experiments, simulate_watches
 
@@ -378,7 +379,8 @@ def test_mixture_likelihood_ratios_match_the_closed_form_and_the_integral():
 def test_decide_reports_the_hand_computed_statistic():
     # GIVEN the example above as evidence
     evidence = look(arm("champion", 9000, 0.80), arm("challenger", 1000, 0.83))
-    variance = 0.83 * 0.17 / 1000 + 0.80 * 0.20 / 9000
+    pooled = (7200 + 830) / 10_000
+    variance = pooled * (1 - pooled) * (1 / 9000 + 1 / 1000)  # pooled under the null of no difference
     tau = POLICY.mixing_sd
     expected = (
         2
@@ -444,12 +446,53 @@ def test_srm_over_ramp_steps_is_one_chi_square_per_step():
 
 
 def test_difference_in_rates_is_the_plain_difference_for_one_step():
-    # GIVEN one step WHEN estimating THEN it is p_t - p_c with the unpooled variance
+    # GIVEN one step WHEN estimating THEN it is p_t - p_c with the variance pooled under the null
     difference, variance = difference_in_rates(
         np.array([9000]), np.array([7200]), np.array([1000]), np.array([830])
     )
     assert difference == pytest.approx(0.03)
-    assert variance == pytest.approx(0.83 * 0.17 / 1000 + 0.80 * 0.20 / 9000)
+    assert variance == pytest.approx(0.8030 * 0.1970 * (1 / 9000 + 1 / 1000))
+
+
+@pytest.mark.parametrize(
+    ("n_control", "s_control", "n_treatment", "s_treatment", "null_difference"),
+    [(1800, 1746, 200, 199, 0.01), (9000, 7200, 1000, 830, -0.03), (500, 5, 60, 0, 0.005), (300, 120, 700, 350, 0.2)],
+)
+def test_restricted_rates_maximise_the_likelihood_under_the_null(n_control, s_control, n_treatment, s_treatment,
+                                                                 null_difference):  # fmt: skip
+    # GIVEN counts and a null difference (treatment - control)
+    # WHEN computing Farrington and Manning's closed-form restricted MLE
+    control, treatment = restricted_rates(n_control, s_control, n_treatment, s_treatment, null_difference)
+
+    # THEN it lies on the null and is the numerical maximiser of the binomial likelihood there
+    def negative_log_likelihood(rate_control: float) -> float:
+        rate_treatment = rate_control + null_difference
+        return -(stats.binom.logpmf(s_control, n_control, rate_control)
+                 + stats.binom.logpmf(s_treatment, n_treatment, rate_treatment))  # fmt: skip
+
+    low, high = max(0.0, -null_difference) + 1e-12, min(1.0, 1 - null_difference) - 1e-12
+    best = optimize.minimize_scalar(negative_log_likelihood, bounds=(low, high), method="bounded",
+                                    options={"xatol": 1e-12})  # fmt: skip
+    assert float(treatment) - float(control) == pytest.approx(null_difference)
+    assert float(control) == pytest.approx(best.x, abs=1e-6)
+
+
+def test_a_small_arm_with_almost_no_failures_does_not_promote():
+    # GIVEN the minimal case: 0.97 in a control of 1,800, 199 of 200 in a challenger
+    evidence = Evidence(ArmEvidence("control", 1800, 1800, 1746, 0, 100.0),
+                        ArmEvidence("challenger", 200, 200, 199, 0, 100.0), 0.10, 7.0, 7)  # fmt: skip
+
+    # WHEN deciding with the default policy
+    decision = decide(evidence, Policy())
+
+    # THEN no promotion: with each arm's own rate the variance was 4.1e-5 and p = 0.0016; under the null
+    # (pooled) it is 1.5e-4, and the evidence is as weak as a one-sided Fisher exact test says (p = 0.020
+    # on one look is no always-valid evidence at 0.05)
+    fisher = stats.fisher_exact([[199, 1], [1746, 54]], alternative="greater").pvalue
+    assert fisher == pytest.approx(0.020, abs=0.001)
+    assert decision.action == "continue"
+    assert decision.statistics["test"]["difference_variance"] == pytest.approx(0.9725 * 0.0275 * (1 / 1800 + 1 / 200))
+    assert decision.statistics["test"]["always_valid_p_value_better"] > 0.1
 
 
 # --- simulations ---
@@ -666,9 +709,9 @@ def test_steps_are_weighted_by_their_pooled_variance():
     pooled = np.array([810 / 1000, 800 / 1000])
     weight = 1 / (pooled * (1 - pooled) * np.array([1 / 900 + 1 / 100, 1 / 100 + 1 / 900]))
     steps = np.array([0.90 - 0.80, 0.80 - 0.80])
-    unpooled = np.array([0.8 * 0.2 / 900 + 0.9 * 0.1 / 100, 0.8 * 0.2 / 100 + 0.8 * 0.2 / 900])
     assert float(difference) == pytest.approx((weight * steps).sum() / weight.sum())
-    assert float(variance) == pytest.approx((weight**2 * unpooled).sum() / weight.sum() ** 2)
+    # and the variance under the null is that of the weighted mean of independent steps: 1 / sum of weights
+    assert float(variance) == pytest.approx(1 / weight.sum())
 
 
 @pytest.mark.parametrize("policy", [THOMPSON, EPSILON_GREEDY], ids=["thompson", "epsilon_greedy"])
