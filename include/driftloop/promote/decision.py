@@ -93,6 +93,7 @@ Caveats and how they are handled:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -122,35 +123,71 @@ RULE_NAMES = tuple(name for name, _ in RULES)
 _NO_CONCLUSION = len(RULES) - 1
 
 
+def _check_count(owner: str, field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{owner}: {field} must be a whole number >= 0, got {value!r}")
+
+
+def _check_number(owner: str, field: str, value: Any, *, low: float | None = None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {field} must be a finite number, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{owner}: {field} must be >= {low:g}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ArmEvidence:
-    """Counts of one arm. ``successes`` is the sum of the 0/1 primary outcome over the labelled units."""
+    """Counts of one arm. ``successes`` is the sum of the 0/1 primary outcome over the labelled units.
+
+    Latency: ``latency_p95_ms`` (the guardrail's absolute tolerance is on it) and the mean and variance of
+    ln(latency in ms) over the arm's ``n_predictions`` (default: ``n_assigned``), which the sequential
+    latency guardrail tests. They are None when nothing was measured (an arm without predictions); an arm
+    with predictions but no latency is "latency not measured": it neither passes nor breaches, and the
+    decision waits (never promotes) until it is measured. Errors are counted per prediction."""
 
     name: str
     n_assigned: int
     n_labelled: int
     successes: int
     n_errors: int
-    latency_p95_ms: float
+    latency_p95_ms: float | None = None
+    n_predictions: int | None = None
+    log_latency_mean: float | None = None
+    log_latency_variance: float | None = None
 
     def __post_init__(self) -> None:
+        owner = f"arm {self.name!r}"
+        for field in ("n_assigned", "n_labelled", "successes", "n_errors"):
+            _check_count(owner, field, getattr(self, field))
+        if self.n_predictions is None:
+            object.__setattr__(self, "n_predictions", self.n_assigned)
+        _check_count(owner, "n_predictions", self.n_predictions)
         if not 0 <= self.successes <= self.n_labelled <= self.n_assigned:
             raise ValueError(
-                f"arm {self.name!r}: expected 0 <= successes <= n_labelled <= n_assigned, got "
+                f"{owner}: expected 0 <= successes <= n_labelled <= n_assigned, got "
                 f"{self.successes}, {self.n_labelled}, {self.n_assigned}"
             )
-        if not 0 <= self.n_errors <= self.n_assigned:
-            raise ValueError(f"arm {self.name!r}: n_errors must be in [0, n_assigned], got {self.n_errors}")
-        if not self.latency_p95_ms > 0:
-            raise ValueError(f"arm {self.name!r}: latency_p95_ms must be > 0, got {self.latency_p95_ms}")
+        if not 0 <= self.n_errors <= self.n_predictions:
+            raise ValueError(f"{owner}: n_errors must be in [0, n_predictions], got {self.n_errors} of {self.n_predictions}")
+        _check_number(owner, "latency_p95_ms", self.latency_p95_ms, low=0.0, optional=True)
+        _check_number(owner, "log_latency_mean", self.log_latency_mean, optional=True)
+        _check_number(owner, "log_latency_variance", self.log_latency_variance, low=0.0, optional=True)
+        if (self.log_latency_mean is None) != (self.log_latency_variance is None):
+            raise ValueError(f"{owner}: log_latency_mean and log_latency_variance go together, got one of them")
 
     @property
     def error_rate(self) -> float:
-        return self.n_errors / self.n_assigned if self.n_assigned else 0.0
+        return self.n_errors / self.n_predictions if self.n_predictions else 0.0
 
     @property
     def success_rate(self) -> float | None:
         return self.successes / self.n_labelled if self.n_labelled else None
+
+    @property
+    def latency_measured(self) -> bool:
+        return self.latency_p95_ms is not None and self.log_latency_mean is not None
 
 
 @dataclass(frozen=True)
@@ -162,8 +199,25 @@ class AllocationStep:
     treatment: ArmEvidence
 
     def __post_init__(self) -> None:
-        if not 0 < self.treatment_share < 1:
-            raise ValueError(f"treatment_share must be in (0, 1), got {self.treatment_share}")
+        _check_share(self.treatment_share)
+
+
+def _check_share(share: Any) -> None:
+    _check_number("evidence", "treatment_share", share)
+    if not 0 < share < 1:
+        raise ValueError(f"treatment_share must be in (0, 1), got {share}")
+
+
+def _check_state(state: SequentialState) -> None:
+    """A stored state must be what a look could have written: p-values in [0, 1], bounds not NaN."""
+    for field in dataclasses.fields(state):
+        value = getattr(state, field.name)
+        if field.name.startswith("p_value"):
+            _check_number("previous state", field.name, value, low=0.0)
+            if value > 1:
+                raise ValueError(f"previous state: {field.name} must be in [0, 1], got {value!r}")
+        elif isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"previous state: {field.name} is NaN")
 
 
 @dataclass(frozen=True)
@@ -196,16 +250,37 @@ class Evidence:
     previous: SequentialState | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.treatment_share < 1:
-            raise ValueError(f"treatment_share must be in (0, 1), got {self.treatment_share}")
-        if self.look < 1 or self.hours_elapsed < 0:
-            raise ValueError(
-                f"look must be >= 1 and hours_elapsed >= 0, got {self.look}, {self.hours_elapsed}"
-            )
+        _check_share(self.treatment_share)
+        _check_number("evidence", "hours_elapsed", self.hours_elapsed, low=0.0)
+        _check_count("evidence", "look", self.look)
+        if self.look < 1:
+            raise ValueError(f"evidence: look must be >= 1, got {self.look}")
+        for arm in (self.control, self.treatment):
+            if not isinstance(arm, ArmEvidence):
+                raise ValueError(f"evidence: control and treatment must be ArmEvidence, got {type(arm).__name__}")
+        if any(not isinstance(step, AllocationStep) for step in self.earlier_steps):
+            raise ValueError("evidence: earlier_steps must be AllocationStep values, oldest first")
+        if self.previous is not None:
+            _check_state(self.previous)
 
     @property
     def steps(self) -> tuple[AllocationStep, ...]:
         return (*self.earlier_steps, AllocationStep(self.treatment_share, self.control, self.treatment))
+
+
+def _check_policy_numbers(policy: Any) -> None:
+    """Every number of a policy is a finite number (NaN compares false with every limit, so a NaN
+    ``max_duration_hours`` would never end an experiment), every count a whole number >= 0."""
+    owner = type(policy).__name__
+    for field in dataclasses.fields(policy):
+        value = getattr(policy, field.name)
+        if field.type in ("int",):
+            _check_count(owner, field.name, value)
+        elif field.type in ("float", "float | None"):
+            _check_number(owner, field.name, value, optional=field.type == "float | None")
+        elif field.name == "ramp_steps":
+            for share in value:
+                _check_number(owner, "ramp_steps", share)
 
 
 @dataclass(frozen=True)
@@ -234,6 +309,7 @@ class Policy:
     min_share_change: float = 0.05  # smaller changes than this keep the current allocation (fewer steps)
 
     def __post_init__(self) -> None:
+        _check_policy_numbers(self)
         if not 0 < self.alpha < 1 or not self.mixing_sd > 0:
             raise ValueError(f"alpha must be in (0, 1) and mixing_sd > 0, got {self.alpha}, {self.mixing_sd}")
         if any(not 0 < share < 1 for share in self.ramp_steps) or list(self.ramp_steps) != sorted(
@@ -300,6 +376,17 @@ def latency_breach(
     treatment = np.asarray(treatment_p95_ms, dtype=float)
     control = np.asarray(control_p95_ms, dtype=float)
     return (treatment > max_ratio * control) & (treatment - control > tolerance_ms)
+
+
+def _latency_comparison(treatment: ArmEvidence, control: ArmEvidence, max_ratio: float, tolerance_ms: float) -> dict[str, Any]:
+    """The latency guardrail on one pair of arms; an arm without a latency is "not measured": no ratio, no
+    breach (a missing p95 once stood in as 1e-9 ms, a certain breach for a missing control)."""
+    if treatment.latency_p95_ms is None or control.latency_p95_ms is None:
+        return {"measured": False, "ratio": None, "increase_ms": None, "breached": False}
+    ratio = treatment.latency_p95_ms / control.latency_p95_ms if control.latency_p95_ms > 0 else math.inf
+    breached = bool(latency_breach(treatment.latency_p95_ms, control.latency_p95_ms, max_ratio, tolerance_ms))
+    return {"measured": True, "ratio": ratio, "increase_ms": treatment.latency_p95_ms - control.latency_p95_ms,
+            "breached": breached}  # fmt: skip
 
 
 def sample_ratio_mismatch(
@@ -653,11 +740,13 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
     steps = evidence.steps
     counts = _step_counts(steps)
     control, treatment = evidence.control, evidence.treatment
-    latency_p95_ratio = treatment.latency_p95_ms / control.latency_p95_ms
-    latency_breached = bool(latency_breach(treatment.latency_p95_ms, control.latency_p95_ms,
-                                           policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))  # fmt: skip
+    latency = _latency_comparison(treatment, control, policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms)
+    latency_p95_ratio, latency_breached = latency["ratio"], latency["breached"]
     error_rate_increase = treatment.error_rate - control.error_rate
-    guardrails_measured = min(control.n_assigned, treatment.n_assigned) >= policy.min_assigned_for_guardrails
+    # a promotion and a ramp need the guardrails measured: enough units and a latency in both arms
+    guardrails_measured = (
+        min(control.n_assigned, treatment.n_assigned) >= policy.min_assigned_for_guardrails and latency["measured"]
+    )
     next_ramp_share = policy.next_ramp_share(evidence.treatment_share)
     previous = evidence.previous or SequentialState()
     looks = _evaluate_looks(
@@ -730,7 +819,8 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
             "min_assigned_per_arm": policy.min_assigned_for_guardrails,
             "latency_p95_ratio": latency_p95_ratio,
             "max_latency_p95_ratio": policy.max_latency_p95_ratio,
-            "latency_p95_increase_ms": treatment.latency_p95_ms - control.latency_p95_ms,
+            "latency_p95_increase_ms": latency["increase_ms"],
+            "latency_measured": latency["measured"],
             "latency_p95_tolerance_ms": policy.latency_p95_tolerance_ms,
             "latency_breached": latency_breached,
             "error_rate_increase": error_rate_increase,
@@ -899,11 +989,25 @@ def _reason(
             f"and {arms['treatment']['n_labelled']:,} in treatment; each arm needs {policy.min_labelled_per_arm:,} "
             "before the test counts."
         )
+    if not guardrails["latency_measured"] and min(control.n_assigned, treatment.n_assigned) > 0:
+        missing = " and ".join(arm.name for arm in (control, treatment) if arm.latency_p95_ms is None)
+        return (
+            f"Continue at {evidence.treatment_share:.0%}: latency not measured in {missing}, so the latency guardrail "
+            f"cannot pass and nothing is promoted or ramped until it is; {estimate}."
+        )
     return (
         f"Continue at {evidence.treatment_share:.0%}: no conclusion yet, {estimate}; always-valid p(better) = "
         f"{test['always_valid_p_value_better']:.3g}, p(worse) = {test['always_valid_p_value_worse']:.3g} "
         f"(alpha {policy.alpha:g})."
     )
+
+
+def _ms(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.1f} ms"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def _rate(rate: float | None) -> str:
@@ -962,6 +1066,7 @@ class WatchPolicy:
     min_assigned_for_guardrails: int = 200
 
     def __post_init__(self) -> None:
+        _check_policy_numbers(self)
         if not self.window_hours >= 0 or not self.max_success_rate_drop >= 0:
             raise ValueError("window_hours and max_success_rate_drop must be >= 0")
         if not self.latency_p95_tolerance_ms >= 0:
@@ -988,6 +1093,12 @@ class WatchEvidence:
     hours_elapsed: float
     look: int
     previous: SequentialState | None = None
+
+    def __post_init__(self) -> None:
+        _check_number("watch evidence", "hours_elapsed", self.hours_elapsed, low=0.0)
+        _check_count("watch evidence", "look", self.look)
+        if self.previous is not None:
+            _check_state(self.previous)
 
 
 def _evaluate_watch(
@@ -1031,9 +1142,8 @@ def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
     during, after = evidence.during, evidence.after
     previous = evidence.previous or SequentialState()
     measured = min(during.n_assigned, after.n_assigned) >= policy.min_assigned_for_guardrails
-    latency_p95_ratio = after.latency_p95_ms / during.latency_p95_ms
-    latency_breached = bool(latency_breach(after.latency_p95_ms, during.latency_p95_ms,
-                                           policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))  # fmt: skip
+    latency = _latency_comparison(after, during, policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms)
+    latency_p95_ratio, latency_breached = latency["ratio"], latency["breached"]
     error_rate_increase = after.error_rate - during.error_rate
     breach = measured and (latency_breached or error_rate_increase > policy.max_error_rate_increase)
     rule_index, p_value, difference, variance = _evaluate_watch(
@@ -1074,7 +1184,8 @@ def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
             "min_assigned": policy.min_assigned_for_guardrails,
             "latency_p95_ratio": latency_p95_ratio,
             "max_latency_p95_ratio": policy.max_latency_p95_ratio,
-            "latency_p95_increase_ms": after.latency_p95_ms - during.latency_p95_ms,
+            "latency_p95_increase_ms": latency["increase_ms"],
+            "latency_measured": latency["measured"],
             "latency_p95_tolerance_ms": policy.latency_p95_tolerance_ms,
             "latency_breached": latency_breached,
             "error_rate_increase": error_rate_increase,
@@ -1092,8 +1203,8 @@ def decide_watch(evidence: WatchEvidence, policy: WatchPolicy) -> Decision:
         )
     elif rule == "guardrail_breach":
         reason = (
-            f"Roll back: guardrail breached since the promotion: latency p95 {after.latency_p95_ms:.1f} ms vs "
-            f"{during.latency_p95_ms:.1f} ms (ratio {latency_p95_ratio:.2f}, limit {policy.max_latency_p95_ratio:.2f}x "
+            f"Roll back: guardrail breached since the promotion: latency p95 {_ms(after.latency_p95_ms)} vs "
+            f"{_ms(during.latency_p95_ms)} (ratio {_ratio(latency_p95_ratio)}, limit {policy.max_latency_p95_ratio:.2f}x "
             f"and +{policy.latency_p95_tolerance_ms:g} ms), error rate {after.error_rate:.2%} vs {during.error_rate:.2%} (limit +{policy.max_error_rate_increase:.2%})."
         )
     elif rule == "window_passed":

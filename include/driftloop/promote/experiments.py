@@ -166,13 +166,15 @@ _VERSION_COUNTS = _counts_sql("predictions.model_version = %s")
 
 
 def _arm(name: str, row: tuple | None) -> ArmEvidence:
+    """An arm from its counts row; no row (no traffic) or no latency is "not measured" (None), never a
+    stand-in number."""
     if row is None:
-        return ArmEvidence(name, 0, 0, 0, 0, 1e-9)
+        return ArmEvidence(name, 0, 0, 0, 0)
     n_assigned, n_labelled, successes, n_errors, p95 = row
     # units are counted once, predictions per request: a unit's several labels never exceed its predictions
     n_assigned = max(int(n_assigned), int(n_labelled))
     return ArmEvidence(name, n_assigned, int(n_labelled), int(successes), min(int(n_errors), n_assigned),
-                       float(p95) if p95 else 1e-9)  # fmt: skip
+                       None if p95 is None else float(p95))  # fmt: skip
 
 
 def _sum_arms(name: str, rows: list[tuple]) -> ArmEvidence:
@@ -181,9 +183,10 @@ def _sum_arms(name: str, rows: list[tuple]) -> ArmEvidence:
     arms = [_arm(name, row) for row in rows]
     if not arms:
         return _arm(name, None)
+    p95s = [a.latency_p95_ms for a in arms if a.latency_p95_ms is not None]
     return ArmEvidence(name, sum(a.n_assigned for a in arms), sum(a.n_labelled for a in arms),
                        sum(a.successes for a in arms), sum(a.n_errors for a in arms),
-                       max(a.latency_p95_ms for a in arms))  # fmt: skip
+                       max(p95s) if p95s else None)  # fmt: skip
 
 
 def allocation_steps(url: str, experiment_id: str) -> list[tuple[float, datetime]]:

@@ -823,3 +823,54 @@ def test_watch_false_rollbacks_at_the_margin_are_at_most_alpha_and_real_drops_ro
     print(summary)
     assert same.share("rollback") <= 0.01 and high <= WATCH.alpha, summary
     assert dropped.share("rollback") >= 0.90, summary
+
+
+# --- bad input ---
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ArmEvidence("control", 100, 50, 40, 0, float("nan")), "latency_p95_ms must be a finite number"),
+        (lambda: ArmEvidence("control", 100, 50, 40, 0, -1.0), "latency_p95_ms must be >= 0"),
+        (lambda: ArmEvidence("control", 100, 50, 60, 0, 10.0), "successes <= n_labelled"),
+        (lambda: ArmEvidence("control", 100.5, 50, 40, 0, 10.0), "n_assigned must be a whole number"),
+        (lambda: ArmEvidence("control", 100, 50, 40, 101, 10.0), "n_errors must be in"),
+        (lambda: look(arm("c", 900, 0.8), arm("t", 100, 0.8), hours_elapsed=float("nan")), "hours_elapsed must be a finite"),
+        (lambda: look(arm("c", 900, 0.8), arm("t", 100, 0.8), treatment_share=float("nan")), "treatment_share must be a finite"),
+        (lambda: look(arm("c", 900, 0.8), arm("t", 100, 0.8), previous=SequentialState(p_value_better=float("nan"))),
+         "p_value_better must be a finite"),
+        (lambda: Policy(max_duration_hours=float("nan")), "max_duration_hours must be a finite"),
+        (lambda: Policy(max_error_rate_increase=float("nan")), "max_error_rate_increase must be a finite"),
+        (lambda: Policy(min_labelled_per_arm=-5), "min_labelled_per_arm must be a whole number >= 0"),
+        (lambda: WatchPolicy(window_hours=float("nan")), "window_hours must be a finite"),
+    ],
+)
+def test_bad_evidence_and_policies_are_refused_with_the_field(build, message):
+    # GIVEN a NaN, a negative or an impossible count WHEN building the evidence or policy THEN a clear error
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+@pytest.mark.parametrize("missing", ["control", "challenger"])
+def test_a_missing_latency_neither_rejects_nor_passes_and_blocks_promotion(missing):
+    # GIVEN a clear win, but one arm's latency was not measured
+    def with_latency(name: str, n: int, rate: float) -> ArmEvidence:
+        return ArmEvidence(name, n, n, round(n * rate), 0, None if name == missing else 20.0)
+
+    evidence = look(with_latency("control", 9000, 0.80), with_latency("challenger", 1000, 0.85))
+
+    # WHEN deciding
+    decision = decide(evidence, CANARY_ONLY)
+
+    # THEN no guardrail reject (a missing control latency used to be a p95 of 1e-9 ms: a certain breach) and
+    # no silent pass: the decision waits and says which latency is missing
+    assert decision.action == "continue"
+    assert decision.statistics["guardrails"]["latency_measured"] is False
+    assert f"latency not measured in {missing}" in decision.reason
+
+
+def test_an_arm_without_traffic_has_no_latency():
+    # GIVEN an arm nobody was assigned to WHEN building it as gather_evidence does THEN nothing stands in
+    empty = ArmEvidence("challenger", 0, 0, 0, 0)
+    assert empty.latency_p95_ms is None and empty.error_rate == 0.0 and empty.n_predictions == 0
