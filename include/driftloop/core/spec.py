@@ -377,12 +377,16 @@ class Online(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     mixing_sd: float = Field(default=0.02, gt=0)  # mSPRT tau: about the accuracy gain worth detecting
     min_labelled_per_arm: int = Field(default=200, ge=1)
-    srm_p_value_threshold: float = Field(default=0.001, gt=0, lt=1)
-    max_latency_p95_ratio: float = Field(default=1.10, gt=0)
+    srm_p_value_threshold: float = Field(default=0.001, gt=0, lt=1)  # sequential (always-valid) SRM test
+    srm_prior_concentration: float = Field(default=100.0, gt=0)  # its Dirichlet prior: k x planned shares
+    max_latency_p95_ratio: float = Field(default=1.10, ge=1)
     # a latency breach needs the ratio above AND the p95 this many ms slower (sub-ms p95s are noise)
     latency_p95_tolerance_ms: float = Field(default=5.0, ge=0)
-    max_error_rate_increase: float = Field(default=0.005, ge=0)
+    max_error_rate_increase: float = Field(default=0.005, ge=0, lt=1)
     min_assigned_for_guardrails: int = Field(default=200, ge=1)
+    # the guardrails are always-valid tests with the two margins above; their mixing sds (tau)
+    error_rate_mixing_sd: float = Field(default=0.01, gt=0)
+    latency_mixing_sd: float = Field(default=0.10, gt=0)  # on mean ln(latency): 0.1 is about +10 %
     max_duration: Duration = timedelta(days=14)  # then inconclusive: the champion keeps all traffic
     minimum_detectable_effect: float | None = Field(default=None, gt=0)
     # canary: ramp_steps, each held until its guardrails pass; thompson / epsilon_greedy: start at
@@ -423,10 +427,12 @@ class Watch(_Strict):
     min_labelled: int = Field(default=200, ge=1)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     mixing_sd: float = Field(default=0.02, gt=0)
-    max_latency_p95_ratio: float = Field(default=1.25, gt=0)
+    max_latency_p95_ratio: float = Field(default=1.25, ge=1)
     latency_p95_tolerance_ms: float = Field(default=5.0, ge=0)  # and this many ms slower (see online)
-    max_error_rate_increase: float = Field(default=0.005, ge=0)
+    max_error_rate_increase: float = Field(default=0.005, ge=0, lt=1)
     min_assigned_for_guardrails: int = Field(default=200, ge=1)
+    error_rate_mixing_sd: float = Field(default=0.01, gt=0)
+    latency_mixing_sd: float = Field(default=0.10, gt=0)
     poke_interval: Duration = timedelta(hours=1)
 
 

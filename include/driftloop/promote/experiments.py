@@ -35,6 +35,7 @@ from driftloop.core.locks import lock_model
 from driftloop.core.spec import ModelSpec
 from driftloop.learn import registry
 from driftloop.promote.decision import (
+    LATENCY_FLOOR_MS,
     AllocationStep,
     ArmEvidence,
     Decision,
@@ -146,7 +147,10 @@ def _counts_sql(where: str) -> str:
         count(labels.label) filter (where predictions.error is null) as n_labelled,
         count(*) filter (where predictions.error is null and labels.label = predictions.prediction) as successes,
         count(*) filter (where predictions.error is not null) as n_errors,
-        percentile_cont(0.95) within group (order by predictions.latency_ms) as latency_p95_ms
+        percentile_cont(0.95) within group (order by predictions.latency_ms) as latency_p95_ms,
+        count(*) as n_predictions,
+        avg(ln(greatest(predictions.latency_ms, {LATENCY_FLOOR_MS!r}))) as log_latency_mean,
+        var_samp(ln(greatest(predictions.latency_ms, {LATENCY_FLOOR_MS!r}))) as log_latency_variance
     from raw.predictions as predictions
     left join lateral (
         select feedback.label
@@ -170,11 +174,14 @@ def _arm(name: str, row: tuple | None) -> ArmEvidence:
     stand-in number."""
     if row is None:
         return ArmEvidence(name, 0, 0, 0, 0)
-    n_assigned, n_labelled, successes, n_errors, p95 = row
+    n_assigned, n_labelled, successes, n_errors, p95, n_predictions, log_mean, log_variance = row
     # units are counted once, predictions per request: a unit's several labels never exceed its predictions
     n_assigned = max(int(n_assigned), int(n_labelled))
-    return ArmEvidence(name, n_assigned, int(n_labelled), int(successes), min(int(n_errors), n_assigned),
-                       None if p95 is None else float(p95))  # fmt: skip
+    # one latency has no sample variance: 0 (the test needs 2 per arm and step anyway)
+    log_variance = None if log_mean is None else float(log_variance or 0.0)
+    return ArmEvidence(name, n_assigned, int(n_labelled), int(successes), int(n_errors),
+                       None if p95 is None else float(p95), int(n_predictions),
+                       None if log_mean is None else float(log_mean), log_variance)  # fmt: skip
 
 
 def _sum_arms(name: str, rows: list[tuple]) -> ArmEvidence:
@@ -184,9 +191,15 @@ def _sum_arms(name: str, rows: list[tuple]) -> ArmEvidence:
     if not arms:
         return _arm(name, None)
     p95s = [a.latency_p95_ms for a in arms if a.latency_p95_ms is not None]
+    measured = [a for a in arms if a.log_latency_mean is not None]
+    n = sum(a.n_predictions for a in measured)
+    mean = sum(a.n_predictions * a.log_latency_mean for a in measured) / n if n else None
+    # pooled moments: within-variant sums of squares plus the between-variant part
+    variance = (sum((a.n_predictions - 1) * a.log_latency_variance + a.n_predictions * (a.log_latency_mean - mean) ** 2
+                    for a in measured) / (n - 1) if n > 1 else (0.0 if n else None))  # fmt: skip
     return ArmEvidence(name, sum(a.n_assigned for a in arms), sum(a.n_labelled for a in arms),
                        sum(a.successes for a in arms), sum(a.n_errors for a in arms),
-                       max(p95s) if p95s else None)  # fmt: skip
+                       max(p95s) if p95s else None, sum(a.n_predictions for a in arms), mean, variance)  # fmt: skip
 
 
 def allocation_steps(url: str, experiment_id: str) -> list[tuple[float, datetime]]:

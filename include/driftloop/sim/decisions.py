@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from driftloop.promote.decision import (
     _NO_CONCLUSION,
@@ -22,8 +23,8 @@ from driftloop.promote.decision import (
     WatchPolicy,
     _evaluate_looks,
     _evaluate_watch,
+    _GuardrailCounts,
     _StepCounts,
-    latency_breach,
 )
 
 
@@ -90,6 +91,53 @@ class SimulationResult:
         return float(np.mean(self.action == action))
 
 
+@dataclass
+class _ArmMoments:
+    """Per experiment (rows) and allocation step (columns): one arm's predictions, errors and the running
+    mean and sum of squared deviations of ln(latency)."""
+
+    predictions: np.ndarray
+    errors: np.ndarray
+    log_mean: np.ndarray
+    log_m2: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, int]) -> _ArmMoments:
+        return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape))
+
+    def add(self, rows: np.ndarray, steps: np.ndarray, n_new: np.ndarray, error_rate: float, log_median: float,
+            sigma: float, rng: np.random.Generator) -> None:  # fmt: skip
+        """``n_new`` predictions per row: errors, and ln(latency) ~ N(log_median, sigma^2) drawn through
+        its sufficient statistics (the hour's mean and sum of squares), merged in (Chan et al.)."""
+        n_new = np.asarray(n_new, dtype=float)
+        self.errors[rows, steps] += rng.binomial(n_new.astype(int), error_rate)
+        safe = np.maximum(n_new, 1.0)
+        hour_mean = log_median + sigma * rng.standard_normal(n_new.shape) / np.sqrt(safe)
+        hour_m2 = sigma**2 * rng.chisquare(np.maximum(n_new - 1, 1.0)) * (n_new > 1)
+        n_old = self.predictions[rows, steps]
+        total = n_old + n_new
+        delta = hour_mean - self.log_mean[rows, steps]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.log_mean[rows, steps] = np.where(total > 0, self.log_mean[rows, steps] + delta * n_new / total, 0.0)
+            self.log_m2[rows, steps] += np.where(total > 0, hour_m2 + delta**2 * n_old * n_new / total, 0.0)
+        self.predictions[rows, steps] = total
+
+    def variance(self, rows: np.ndarray) -> np.ndarray:
+        n = self.predictions[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(n > 1, self.log_m2[rows] / (n - 1), np.nan)
+
+    def mean(self, rows: np.ndarray) -> np.ndarray:
+        return np.where(self.predictions[rows] > 0, self.log_mean[rows], np.nan)
+
+    def p95_ms(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """The lognormal p95 from the step's moments (the warehouse takes the empirical one)."""
+        n = self.predictions[rows, steps]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sd = np.sqrt(np.where(n > 1, self.log_m2[rows, steps] / (n - 1), 0.0))
+        return np.exp(self.log_mean[rows, steps] + stats.norm.ppf(0.95) * sd)
+
+
 def simulate_experiments(
     n_experiments: int,
     control_rate: float | np.ndarray,
@@ -101,22 +149,30 @@ def simulate_experiments(
     rng: np.random.Generator,
     *,
     assigned_treatment_share: float | None = None,
-    latency_p95_ratio: float = 1.0,
-    control_latency_p95_ms: float = 20.0,
+    latency_ratio: float = 1.0,
+    control_latency_median_ms: float = 20.0,
+    latency_sigma: float = 0.5,
+    control_error_rate: float = 0.0,
+    treatment_error_rate: float | None = None,
 ) -> SimulationResult:
     """Run many experiments hour by hour, deciding after every hour with the rules of ``decide``.
 
     Each hour ``labelled_per_hour`` units arrive, all labelled (label delay is not modelled), and go to the
     treatment with probability ``assigned_treatment_share`` (default: the planned allocation; set it to
-    simulate broken assignment). Rates are a number or one value per hour (drift). A canary ramps along
-    ``policy.ramp_steps`` from ``allocation`` (an allocation off the ramp stays fixed); a bandit starts at
-    ``allocation`` and reallocates as ``decide`` would.
+    simulate broken assignment). Each unit makes one prediction: it fails with the arm's error rate, and
+    its latency is lognormal (median ``control_latency_median_ms``, times ``latency_ratio`` in the
+    treatment; ``latency_sigma`` the sd of ln(latency), 0.5 a realistic spread: p95 = 2.3 x the median).
+    Rates are a number or one value per hour (drift). A canary ramps along ``policy.ramp_steps`` from
+    ``allocation`` (an allocation off the ramp stays fixed); a bandit starts at ``allocation`` and
+    reallocates as ``decide`` would.
     """
     control_rates = np.broadcast_to(np.asarray(control_rate, dtype=float), (hours,))
     treatment_rates = np.broadcast_to(np.asarray(treatment_rate, dtype=float), (hours,))
+    treatment_error_rate = control_error_rate if treatment_error_rate is None else treatment_error_rate
     if policy.is_bandit:
         # every allocation is held until each arm has min_assigned_for_guardrails units: a bound on the steps
-        n_steps = hours * labelled_per_hour // (2 * policy.min_assigned_for_guardrails) + 2
+        # (and a look closes at most one)
+        n_steps = min(hours * labelled_per_hour // (2 * policy.min_assigned_for_guardrails), hours) + 2
         step_share = np.zeros((n_experiments, n_steps))
         step_share[:, 0] = allocation
     else:
@@ -135,8 +191,11 @@ def simulate_experiments(
         zeros(),
         zeros(),
     )
+    control_arm, treatment_arm = _ArmMoments.zeros((n_experiments, n_steps)), _ArmMoments.zeros((n_experiments, n_steps))
+    control_log_median = math.log(control_latency_median_ms)
+    treatment_log_median = control_log_median + math.log(latency_ratio)
     step = np.zeros(n_experiments, dtype=int)
-    p_value_better, p_value_worse, p_value_futility = (np.ones(n_experiments) for _ in range(3))
+    p_values = {name: np.ones(n_experiments) for name in ("better", "worse", "futility", "error_rate", "latency", "srm")}
     rule = np.full(n_experiments, _NO_CONCLUSION)
     decision_hour = np.full(n_experiments, hours)
     decided = np.zeros(n_experiments, dtype=bool)
@@ -155,6 +214,8 @@ def simulate_experiments(
         assigned_control[live, live_step] += new_control
         successes_treatment[live, live_step] += rng.binomial(new_treatment, treatment_rates[hour - 1])
         successes_control[live, live_step] += rng.binomial(new_control, control_rates[hour - 1])
+        control_arm.add(live, live_step, new_control, control_error_rate, control_log_median, latency_sigma, rng)
+        treatment_arm.add(live, live_step, new_treatment, treatment_error_rate, treatment_log_median, latency_sigma, rng)
 
         counts = _StepCounts(
             treatment_share=step_share[live],
@@ -164,31 +225,45 @@ def simulate_experiments(
             labelled_treatment=assigned_treatment[live],
             successes_control=successes_control[live],
             successes_treatment=successes_treatment[live],
+            guardrails=_GuardrailCounts(
+                predictions_control=control_arm.predictions[live],
+                predictions_treatment=treatment_arm.predictions[live],
+                errors_control=control_arm.errors[live],
+                errors_treatment=treatment_arm.errors[live],
+                log_latency_mean_control=control_arm.mean(live),
+                log_latency_variance_control=control_arm.variance(live),
+                log_latency_mean_treatment=treatment_arm.mean(live),
+                log_latency_variance_treatment=treatment_arm.variance(live),
+            ),
         )
+        p95_increase = treatment_arm.p95_ms(live, live_step) - control_arm.p95_ms(live, live_step)
         looks = _evaluate_looks(
             counts,
             guardrails_measured=np.minimum(
                 assigned_control[live, live_step], assigned_treatment[live, live_step]
             )
             >= policy.min_assigned_for_guardrails,
-            latency_breached=np.full(live.size, bool(latency_breach(
-                latency_p95_ratio * control_latency_p95_ms, control_latency_p95_ms,
-                policy.max_latency_p95_ratio, policy.latency_p95_tolerance_ms))),  # fmt: skip
-            error_rate_increase=np.zeros(live.size),
+            latency_over_tolerance=p95_increase > policy.latency_p95_tolerance_ms,
             treatment_assigned_at_step=assigned_treatment[live, live_step],
             current_share=planned_share,
             can_change_allocation=live_step < n_steps - 1,
             hours_elapsed=hour,
-            previous_p_value_better=p_value_better[live],
-            previous_p_value_worse=p_value_worse[live],
-            previous_p_value_futility=p_value_futility[live],
+            previous_p_value_better=p_values["better"][live],
+            previous_p_value_worse=p_values["worse"][live],
+            previous_p_value_futility=p_values["futility"][live],
+            previous_p_value_error_rate=p_values["error_rate"][live],
+            previous_p_value_latency=p_values["latency"][live],
+            previous_p_value_srm=p_values["srm"][live],
             policy=policy,
         )
-        p_value_better[live], p_value_worse[live], p_value_futility[live] = (
+        p_values["better"][live], p_values["worse"][live], p_values["futility"][live] = (
             looks.p_value_better,
             looks.p_value_worse,
             looks.p_value_futility,
         )
+        p_values["error_rate"][live] = looks.guardrails.p_value_error_rate
+        p_values["latency"][live] = looks.guardrails.p_value_latency
+        p_values["srm"][live] = looks.p_value_srm
         reallocated = looks.rule == reallocate_rule
         step_share[live[reallocated], live_step[reallocated] + 1] = looks.target_share[reallocated]
         moved = reallocated | (looks.rule == ramp_rule)

@@ -31,6 +31,7 @@ from driftloop.promote.decision import (
     log_mixture_likelihood_ratio,
     log_one_sided_mixture_likelihood_ratio,
     restricted_rates,
+    srm_log_bayes_factor,
 )
 from driftloop.sim.decisions import simulate_experiments, simulate_watches
 
@@ -40,9 +41,14 @@ LABELLED_PER_HOUR = 150
 HOURS = 14 * 24
 
 
+LATENCY_SIGMA = 0.5  # sd of ln(latency) in the examples: p95 = median x 2.28
+
+
 def arm(name: str, n: int, rate: float, *, n_errors: int = 0, latency_p95_ms: float = 100.0) -> ArmEvidence:
-    """An arm with ``n`` assigned units, all labelled, ``rate`` of them successes."""
-    return ArmEvidence(name, n, n, round(n * rate), n_errors, latency_p95_ms)
+    """An arm with ``n`` assigned units (one prediction each), all labelled, ``rate`` of them successes, and
+    lognormal latencies with that p95 and sd LATENCY_SIGMA of ln(latency)."""
+    log_mean = math.log(latency_p95_ms) - stats.norm.ppf(0.95) * LATENCY_SIGMA
+    return ArmEvidence(name, n, n, round(n * rate), n_errors, latency_p95_ms, n, log_mean, LATENCY_SIGMA**2)
 
 
 def look(control: ArmEvidence, treatment: ArmEvidence, **fields) -> Evidence:
@@ -70,7 +76,7 @@ def test_sample_ratio_mismatch_halts_before_anything_else():
     assert decision.action == "halt"
     assert decision.next_allocation == 0.0
     assert decision.statistics["rule"] == "sample_ratio_mismatch"
-    assert decision.statistics["sample_ratio"]["p_value"] < POLICY.srm_p_value_threshold
+    assert decision.statistics["sample_ratio"]["always_valid_p_value"] <= POLICY.srm_p_value_threshold
     assert "30.0%" in decision.reason and "10.0%" in decision.reason and "10,000" in decision.reason
 
 
@@ -87,8 +93,9 @@ def test_latency_guardrail_breach_rejects_with_the_numbers():
     assert (decision.action, decision.next_allocation) == ("reject", 0.0)
     assert decision.statistics["rule"] == "guardrail_breach"
     assert decision.statistics["guardrails"]["latency_p95_ratio"] == pytest.approx(1.5)
-    assert "1.50x" in decision.reason and "300.0 ms" in decision.reason and "200.0 ms" in decision.reason
-    assert "1.10x" in decision.reason
+    assert decision.statistics["guardrails"]["log_latency_difference"] == pytest.approx(math.log(1.5))
+    assert "x1.50" in decision.reason and "300.0 ms" in decision.reason and "200.0 ms" in decision.reason
+    assert "1.10x" in decision.reason and "always-valid p = " in decision.reason
 
 
 @pytest.mark.parametrize(("control_p95", "treatment_p95"), [(0.5, 0.9), (1.0, 1.8), (0.2, 4.9), (2.0, 6.9)])
@@ -136,16 +143,50 @@ def test_the_latency_tolerance_is_the_policys():
 
 
 def test_error_rate_guardrail_breach_rejects():
-    # GIVEN a treatment with 2 % errors against 0.5 % in the control (limit: +0.5 points)
-    evidence = look(arm("champion", 9000, 0.80, n_errors=45), arm("challenger", 1000, 0.80, n_errors=20))
+    # GIVEN a treatment with 2 % errors against 0.5 % in the control (margin: +0.5 points) on 3,000 units
+    evidence = look(arm("champion", 27_000, 0.80, n_errors=135), arm("challenger", 3000, 0.80, n_errors=60))
 
     # WHEN deciding
     decision = decide(evidence, POLICY)
 
-    # THEN it is rejected, with both error rates in the reason
+    # THEN it is rejected, with both error rates and the always-valid p-value in the reason
     assert decision.action == "reject"
     assert decision.statistics["guardrails"]["error_rate_increase"] == pytest.approx(0.015)
-    assert "2.00%" in decision.reason and "0.50%" in decision.reason
+    assert decision.statistics["guardrails"]["always_valid_p_value_error_rate"] <= POLICY.alpha
+    assert "2.00%" in decision.reason and "0.50%" in decision.reason and "+0.50% margin" in decision.reason
+
+
+def test_an_error_rate_within_noise_is_no_breach():
+    # GIVEN the issue's minimal case: 18 errors in 1,800 control units, 4 in 200 challenger units (1 % vs
+    # 2 %: 4 or more in 200 at 1 % happen 14 % of the time)
+    evidence = look(arm("champion", 1800, 0.80, n_errors=18), arm("challenger", 200, 0.80, n_errors=4),
+                    hours_elapsed=7.0, look=7)  # fmt: skip
+    assert stats.binom.sf(3, 200, 0.01) == pytest.approx(0.14, abs=0.005)
+
+    # WHEN deciding
+    decision = decide(evidence, POLICY)
+
+    # THEN no guardrail breach: the threshold on the point estimate rejected it ("2.00 % vs 1.00 %")
+    assert decision.action == "continue", decision.reason
+    assert decision.statistics["guardrails"]["error_rate_breached"] is False
+    assert decision.statistics["guardrails"]["always_valid_p_value_error_rate"] > 0.3
+
+
+def test_the_error_rate_guardrail_is_a_sequential_test_with_its_margin():
+    # GIVEN one step: 0.5 % errors in 27,000 control predictions, 2 % in 3,000 treatment predictions
+    control, treatment = arm("champion", 27_000, 0.8, n_errors=135), arm("challenger", 3000, 0.8, n_errors=60)
+    margin, tau = POLICY.max_error_rate_increase, POLICY.error_rate_mixing_sd
+
+    # WHEN deciding
+    guardrails = decide(look(control, treatment), POLICY).statistics["guardrails"]
+
+    # THEN the p-value is 1 / the one-sided mixture likelihood ratio of (difference - margin), with the
+    # variance at the rates restricted to "increase = margin"
+    rate_control, rate_treatment = restricted_rates(27_000, 135, 3000, 60, margin)
+    variance = rate_control * (1 - rate_control) / 27_000 + rate_treatment * (1 - rate_treatment) / 3000
+    expected = math.exp(-log_one_sided_mixture_likelihood_ratio(0.015 - margin, variance, tau))
+    assert guardrails["error_rate_variance"] == pytest.approx(float(variance))
+    assert guardrails["always_valid_p_value_error_rate"] == pytest.approx(min(1.0, expected))
 
 
 def test_guardrails_wait_for_enough_units():
@@ -423,7 +464,7 @@ def test_srm_p_value_equals_scipy_chisquare(control, treatment):
     # THEN the p-value is scipy's chi-square goodness of fit on the same counts
     expected = stats.chisquare([control, treatment], f_exp=[0.9 * 10_000, 0.1 * 10_000])
     assert srm["chi_square"] == pytest.approx(expected.statistic)
-    assert srm["p_value"] == pytest.approx(expected.pvalue)
+    assert srm["fixed_horizon_p_value"] == pytest.approx(expected.pvalue)
 
 
 def test_srm_over_ramp_steps_is_one_chi_square_per_step():
@@ -441,8 +482,57 @@ def test_srm_over_ramp_steps_is_one_chi_square_per_step():
 
     # THEN it is the goodness of fit over the 4 cells with one degree of freedom per step
     expected = stats.chisquare([9050, 950, 2950, 1050], f_exp=[9000, 1000, 3000, 1000], ddof=1)
-    assert srm["p_value"] == pytest.approx(expected.pvalue)
+    assert srm["fixed_horizon_p_value"] == pytest.approx(expected.pvalue)
     assert srm["expected_treatment_share"] == pytest.approx((1000 + 1000) / 14_000)
+
+
+@pytest.mark.parametrize(("control", "treatment", "share"), [(21, 9, 0.10), (9040, 960, 0.10), (8900, 1100, 0.10),
+                                                             (55, 45, 0.50), (700, 300, 0.25)])  # fmt: skip
+def test_srm_bayes_factor_is_the_dirichlet_multinomial_over_the_multinomial(control, treatment, share):
+    # GIVEN assigned counts under a plan, and the Dirichlet prior k x planned shares
+    k = POLICY.srm_prior_concentration
+
+    # WHEN computing the sequential multinomial test's Bayes factor
+    log_bayes_factor = float(srm_log_bayes_factor(np.array([control]), np.array([treatment]), np.array([share]), k))
+
+    # THEN it is scipy's Dirichlet-multinomial probability of the counts over the multinomial one
+    n = control + treatment
+    expected = stats.dirichlet_multinomial.logpmf([control, treatment], [k * (1 - share), k * share], n) - stats.multinomial.logpmf(
+        [control, treatment], n, [1 - share, share])  # fmt: skip
+    assert log_bayes_factor == pytest.approx(float(expected), rel=1e-9, abs=1e-9)
+
+
+def test_srm_does_not_halt_on_the_tiny_counts_of_the_first_hour():
+    # GIVEN the issue's case: 9 of 30 units to the treatment in hour 1 under a 10 % plan (chi-square p =
+    # 0.00026 halted; an exact binomial test gives 0.002 on that one look)
+    evidence = look(arm("champion", 21, 0.8), arm("challenger", 9, 0.8), hours_elapsed=1.0, look=1)
+
+    # WHEN deciding
+    decision = decide(evidence, POLICY)
+
+    # THEN the sequential test is far from halting (Bayes factor about 3)
+    srm = decision.statistics["sample_ratio"]
+    assert stats.chisquare([21, 9], f_exp=[27, 3]).pvalue == pytest.approx(0.00026, abs=0.00002)
+    assert decision.action == "continue"
+    assert srm["always_valid_p_value"] > 0.3
+
+
+def test_srm_evidence_multiplies_over_steps_and_is_carried_between_looks():
+    # GIVEN a 10 % step and a 25 % step, and a state whose SRM p-value was already smaller
+    earlier = AllocationStep(0.10, arm("champion", 905, 0.8), arm("challenger", 95, 0.8))
+    current = (arm("champion", 295, 0.8), arm("challenger", 105, 0.8))
+    k = POLICY.srm_prior_concentration
+
+    # WHEN deciding without and with the earlier state
+    fresh = decide(look(*current, treatment_share=0.25, earlier_steps=(earlier,)), POLICY).statistics["sample_ratio"]
+    carried = decide(look(*current, treatment_share=0.25, earlier_steps=(earlier,),
+                          previous=SequentialState(p_value_srm=0.01)), POLICY)  # fmt: skip
+
+    # THEN the log Bayes factor is the sum of the steps', and the p-value the running minimum
+    per_step = srm_log_bayes_factor(np.array([905, 295]), np.array([95, 105]), np.array([0.10, 0.25]), k)
+    assert fresh["log_bayes_factor"] == pytest.approx(float(per_step))
+    assert fresh["always_valid_p_value"] == pytest.approx(min(1.0, math.exp(-float(per_step))))
+    assert carried.state.p_value_srm == pytest.approx(0.01)
 
 
 def test_difference_in_rates_is_the_plain_difference_for_one_step():
@@ -600,7 +690,7 @@ def test_latency_breach_is_rejected_in_simulation():
         HOURS,
         CANARY_ONLY,
         np.random.default_rng(3),
-        latency_p95_ratio=1.5,
+        latency_ratio=1.5,
     )
 
     # WHEN deciding every hour THEN nothing is promoted and the guardrail stops it once 200 units are measured
@@ -629,7 +719,7 @@ def test_observed_70_30_split_under_a_90_10_plan_halts():
 
     # WHEN deciding every hour THEN every experiment halts on SRM within the first looks
     assert set(result.rule) == {"sample_ratio_mismatch"}
-    assert result.decision_hour.max() <= 2
+    assert result.decision_hour.max() <= 3
 
 
 # --- bandit allocation (Thompson sampling, epsilon-greedy) ---
@@ -874,3 +964,21 @@ def test_an_arm_without_traffic_has_no_latency():
     # GIVEN an arm nobody was assigned to WHEN building it as gather_evidence does THEN nothing stands in
     empty = ArmEvidence("challenger", 0, 0, 0, 0)
     assert empty.latency_p95_ms is None and empty.error_rate == 0.0 and empty.n_predictions == 0
+
+
+@pytest.mark.parametrize(
+    ("plan", "cumulative", "savvi_log_odds"),
+    [
+        (0.10, [(21, 9)], [1.0683154487667963]),
+        (0.10, [(270, 30), (530, 70), (780, 120)], [-0.6994638974825874, -0.2767869577699853, 3.339710841527676]),
+        (0.50, [(60, 40), (115, 85)], [0.6588918180465697, 0.9565736741950133]),
+    ],
+)
+def test_srm_bayes_factor_matches_savvi(plan, cumulative, savvi_log_odds):
+    # GIVEN cumulative (control, treatment) counts, and the log odds savvi 0.3.1 gives on the same inputs:
+    # savvi.multinomial.Multinomial(0.05, np.array([1 - plan, plan]), k=100), updated with each look's new
+    # counts (run outside the project: savvi needs cvxpy and matplotlib)
+    # WHEN computing our Bayes factor at each look THEN it is savvi's
+    for (control, treatment), expected in zip(cumulative, savvi_log_odds, strict=True):
+        ours = srm_log_bayes_factor(np.array([control]), np.array([treatment]), np.array([plan]), 100.0)
+        assert float(ours) == pytest.approx(expected, rel=1e-9)
