@@ -90,7 +90,9 @@ window_arms as (
         -- one per experiment and arm (from ops.experiments), so grouping by them keeps the grain
         model_name,
         model_version,
-        count(distinct unit_id) as n_units,
+        -- a request without a unit_id is its own unit, as the promote DAG's evidence counts it
+        -- (driftloop.promote.experiments): the mart and the decision's numbers agree
+        count(distinct coalesce(unit_id, prediction_id)) as n_units,
         count(*) as n_predictions,
         count(*) filter (where is_failed) as n_failed,
         count(*) filter (where not is_failed and is_labelled) as n_labelled,
