@@ -37,9 +37,9 @@ def gather(url: str, model_name: str) -> dict[str, Any]:
             (model_name,),
         ).fetchall()
         drift = conn.execute(
-            "select window_start, feature_name, js from marts.fct_feature_drift as drift "
-            "where model_name = %s and window_size = 'day' and js is not null "
-            "and variant = 'control' order by window_start, feature_name",
+            "select window_start, feature, js_distance from marts.fct_feature_drift "
+            "where model_name = %s and window_size = 'day' and js_distance is not null and segment = '(all)' "
+            "and variant = 'control' order by window_start, feature",
             (model_name,),
         ).fetchall()
         looks = conn.execute(
@@ -84,19 +84,20 @@ def _figures(data: dict[str, Any], events: Sequence[Any]) -> dict[str, str]:
     marked = [e for e in events if e.kind in ("retrain", "promotion", "rollback", "alert") or
               (e.kind == "allocation" and e.data.get("decision") == "start")]  # fmt: skip
 
-    figure, axis = plt.subplots(figsize=(9, 3.2))
-    series: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
-    for start, version, variant, accuracy, _ in data["quality"]:
-        series.setdefault((version, variant), []).append((start, float(accuracy)))
-    for (version, variant), points in sorted(series.items()):
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
-                  label=f"version {version} ({variant})")  # fmt: skip
-    _mark(axis, marked)
-    axis.set_ylabel("accuracy (daily)")
-    axis.legend(loc="lower left", fontsize=8)
-    axis.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
-    out["quality"] = _svg(figure)
-    plt.close(figure)
+    if data["quality"]:
+        figure, axis = plt.subplots(figsize=(9, 3.2))
+        series: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
+        for start, version, variant, accuracy, _ in data["quality"]:
+            series.setdefault((version, variant), []).append((start, float(accuracy)))
+        for (version, variant), points in sorted(series.items()):
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
+                      label=f"version {version} ({variant})")  # fmt: skip
+        _mark(axis, marked)
+        axis.set_ylabel("accuracy (daily)")
+        axis.legend(loc="lower left", fontsize=8)
+        axis.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+        out["quality"] = _svg(figure)
+        plt.close(figure)
 
     windows = sorted({row[0] for row in data["drift"]})
     features = sorted({row[1] for row in data["drift"]})
