@@ -93,6 +93,7 @@
             {{ column_role }} as column_role,
             psi_threshold,
             js_threshold,
+            drift_spec_hash,
             profile_id,
             reference_profile_id
         from {{ this }}
@@ -136,6 +137,7 @@
                 {{ drift_threshold('psi', 'stored.column_name', 'stored.column_role', 'drift_specs') }}
             or stored.js_threshold is distinct from
                 {{ drift_threshold('js', 'stored.column_name', 'stored.column_role', 'drift_specs') }}
+            or stored.drift_spec_hash is distinct from drift_specs.drift_spec_hash
     ),
 
     windows as (

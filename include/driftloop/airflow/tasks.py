@@ -97,37 +97,19 @@ def on_task_failure(context: dict[str, Any]) -> None:
 
 
 def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
-    """Profile the hours touched by prediction files loaded since the last profiling run."""
-    from datetime import UTC, datetime, timedelta
+    """Profile the windows touched by prediction files loaded since the last profiling run, and those
+    closed by the clock since then (driftloop.monitor.profiling.profile_pending)."""
+    from datetime import UTC, datetime
 
     from driftloop.core import warehouse
     from driftloop.core.spec import get_spec
-    from driftloop.monitor.profiling import profile_windows
+    from driftloop.monitor.profiling import profile_pending
 
     url = warehouse.resolve_url(use_airflow=True)
     warehouse.migrate(url)
-    mark = f"profile:{model_name}"
-    with warehouse.connect(url) as conn:
-        first, last, loaded_up_to = conn.execute(
-            """select min(min_event_ts), max(max_event_ts), max(loaded_at) from raw.ingest_files
-               where model_name = %s and kind = 'predictions' and status = 'loaded' and rows_loaded > 0
-                 and loaded_at > coalesce((select value from ops.watermarks where name = %s), '-infinity')""",
-            (model_name, mark),
-        ).fetchone()
-    if first is None:
-        return {"hours": 0, "profiles": 0, "rows": 0}
-    start = first.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    # to the end of the last touched day, so the day's daily profile is (re)merged once it has closed
-    end = last.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    result = profile_windows(url, get_spec(model_name), start, end, now=now or datetime.now(UTC))
-    with warehouse.connect(url) as conn:
-        conn.execute(
-            """insert into ops.watermarks (name, value) values (%s, %s)
-               on conflict (name) do update set value = greatest(ops.watermarks.value, excluded.value), updated_at = now()""",
-            (mark, loaded_up_to),
-        )
-    summary = {"hours": len(result.hours), "days": len(result.days), "profiles": result.profiles, "rows": result.rows,
-               "unbinned_versions": result.unbinned_versions}  # fmt: skip
+    result = profile_pending(url, get_spec(model_name), now or datetime.now(UTC))
+    summary = {"hours": len(result.hours), "days": len(result.days), "weeks": len(result.windows.get("week", [])),
+               "profiles": result.profiles, "rows": result.rows, "unbinned_versions": result.unbinned_versions}  # fmt: skip
     log.info("profiled %s: %s", model_name, summary)
     return summary
 
