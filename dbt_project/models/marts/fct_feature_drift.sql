@@ -9,24 +9,7 @@ with
 {{ column_drift_ctes(['feature'], 'feature', "'feature'", incremental) }}
 
 verdicts as (
-    select
-        column_drift.*,
-        case column_drift.statistic
-            when 'psi' then column_drift.psi
-            when 'js' then column_drift.js_distance
-            when 'ks' then column_drift.ks_statistic
-            when 'chi2' then column_drift.chi2_statistic
-        end as statistic_value,
-        case
-            when column_drift.learned_threshold is not null then 'reference'
-            else 'spec'
-        end as threshold_source,
-        case
-            when column_drift.learned_threshold is not null then column_drift.learned_threshold
-            when column_drift.statistic = 'psi' then column_drift.psi_threshold
-            when column_drift.statistic = 'js' then column_drift.js_threshold
-        end as threshold
-    from column_drift
+    {{ drift_verdicts('column_drift') }}
 ),
 
 final as (
@@ -63,15 +46,7 @@ final as (
         threshold,
         threshold_source,
         min_samples,
-        -- no verdict on a window too small for one (its distances are mostly sampling noise), nor
-        -- without a measure; a spec threshold of KS / chi-square is a p-value
-        case when n_values >= min_samples and statistic_value is not null then
-            case
-                when threshold_source = 'spec' and statistic = 'ks' then ks_p_value < p_value_threshold
-                when threshold_source = 'spec' and statistic = 'chi2' then chi2_p_value < p_value_threshold
-                else statistic_value >= threshold
-            end
-        end as is_drifted,
+        {{ drift_is_drifted() }} as is_drifted,
 
         ---------- lineage
         profile_id,
