@@ -93,6 +93,7 @@
             {{ column_role }} as column_role,
             psi_threshold,
             js_threshold,
+            drift_spec_hash,
             profile_id,
             reference_profile_id
         from {{ this }}
@@ -136,6 +137,7 @@
                 {{ drift_threshold('psi', 'stored.column_name', 'stored.column_role', 'drift_specs') }}
             or stored.js_threshold is distinct from
                 {{ drift_threshold('js', 'stored.column_name', 'stored.column_role', 'drift_specs') }}
+            or stored.drift_spec_hash is distinct from drift_specs.drift_spec_hash
     ),
 
     windows as (
@@ -229,3 +231,37 @@ column_drift as (
     ) as drift on true
 ),
 {% endmacro %}
+
+{#- The verdict's inputs for each row of `relation` (column_drift): statistic_value (the spec's
+    statistic), threshold_source ('reference' when a learned threshold exists, else 'spec') and the
+    threshold it uses (NULL for a spec verdict on ks / chi2, which uses the p-value). -#}
+{% macro drift_verdicts(relation) %}
+    select
+        {{ relation }}.*,
+        case {{ relation }}.statistic
+            when 'psi' then {{ relation }}.psi
+            when 'js' then {{ relation }}.js_distance
+            when 'ks' then {{ relation }}.ks_statistic
+            when 'chi2' then {{ relation }}.chi2_statistic
+        end as statistic_value,
+        case when {{ relation }}.learned_threshold is not null then 'reference' else 'spec' end as threshold_source,
+        case
+            when {{ relation }}.learned_threshold is not null then {{ relation }}.learned_threshold
+            when {{ relation }}.statistic = 'psi' then {{ relation }}.psi_threshold
+            when {{ relation }}.statistic = 'js' then {{ relation }}.js_threshold
+        end as threshold
+    from {{ relation }}
+{% endmacro %}
+
+{#- is_drifted: no verdict on a window too small for one (fewer values than drift.min_samples: its
+    distances are mostly sampling noise), nor without a measure; a spec threshold of KS / chi-square is
+    a p-value (drift.p_value). -#}
+{% macro drift_is_drifted() -%}
+    case when n_values >= min_samples and statistic_value is not null then
+            case
+                when threshold_source = 'spec' and statistic = 'ks' then ks_p_value < p_value_threshold
+                when threshold_source = 'spec' and statistic = 'chi2' then chi2_p_value < p_value_threshold
+                else statistic_value >= threshold
+            end
+        end
+{%- endmacro %}

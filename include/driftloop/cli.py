@@ -307,20 +307,95 @@ def reference(
     version: Annotated[str, typer.Option(help="Model version the reference belongs to.")] = "1",
     rows: Annotated[int, typer.Option(min=100)] = 20_000,
     seed: int = 42,
+    simulated: Annotated[
+        bool, typer.Option("--simulated", help="Required for any model but the shipped example: the data is made up.")
+    ] = False,
     url: UrlOption = None,
 ) -> None:
-    """Store a reference profile for a model version from simulated training data (until retraining
-    stores real ones), and re-bin that version's stored profiles on its edges."""
+    """Store a reference profile for a model version from SIMULATED training data (the shipped example
+    model; use `driftloop register --training-data FILE` for a real model), and re-bin that version's
+    stored profiles on its edges."""
     from driftloop.core import warehouse
-    from driftloop.sim.examples import store_simulated_reference
+    from driftloop.sim.examples import EXAMPLE_MODEL, store_simulated_reference
 
     spec = _spec(model)
+    if model != EXAMPLE_MODEL and not simulated:
+        typer.echo(
+            f"error: {model} is not the shipped example model: a reference from simulated data would make every "
+            "drift number meaningless. Store the version's real training data with\n"
+            f"  driftloop register --model {model} --version {version} --training-data FILE\n"
+            "or pass --simulated to store simulated data anyway (the stored profile says so).",
+            err=True,
+        )
+        raise typer.Exit(1)
     resolved = warehouse.resolve_url(url)
     warehouse.migrate(resolved)
     profile_id = store_simulated_reference(
         resolved, spec, version, training_end=datetime.now(UTC) - timedelta(days=30), rows=rows, seed=seed
     )
-    typer.echo(f"reference profile {profile_id} stored for {model} version {version}")
+    typer.echo(f"reference profile {profile_id} stored for {model} version {version} (simulated data)")
+
+
+@app.command()
+def register(
+    model: ModelOption,
+    version: Annotated[str, typer.Option(help="The model version (as its predictions' model_version says).")],
+    training_data: Annotated[Path, typer.Option(help="The version's training data: .parquet, .csv or .jsonl.")],
+    label_column: Annotated[str | None, typer.Option(help="The label column: gives the baseline quality.")] = None,
+    score_column: Annotated[
+        list[str] | None,
+        typer.Option("--score-column", "--score-columns",
+                     help="The model's score: binary, the positive class's probability; multiclass, CLASS=COLUMN per class."),
+    ] = None,
+    prediction_column: Annotated[str | None, typer.Option(help="The model's predicted class.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Register a model version driftloop did not train: its reference profile from its own training
+    data (features, predicted class, scores), and its baseline quality when labels and scores are given."""
+    from driftloop.learn.external import RegistrationError, register_external
+
+    spec = _spec(model)
+    try:
+        done = register_external(url, spec, version, training_data, label_column=label_column,
+                                 score_columns=score_column, prediction_column=prediction_column)  # fmt: skip
+    except (RegistrationError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{model} version {version}: reference profile {done.reference_profile_id} stored from {done.n_rows} rows of {training_data}")
+    typer.echo("  columns used: " + ", ".join(f"{c} -> {p}" if c != p else c for c, p in done.used_columns.items()))
+    if done.unused_columns:
+        typer.echo("  columns NOT used (not in the spec, nor named as label / score / prediction): " + ", ".join(done.unused_columns))
+    if done.missing_features:
+        typer.echo("  spec features missing from the file (no reference for them): " + ", ".join(done.missing_features))
+    if done.baseline is not None:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in done.baseline.items() if isinstance(v, float) and k != "n")
+        typer.echo(f"  baseline quality on the file (the degradation trigger's baseline): {shown}")
+    elif label_column is None:
+        typer.echo("  no --label-column: no baseline quality stored")
+
+
+@app.command()
+def profile(
+    model: ModelOption,
+    now: Annotated[str | None, typer.Option(help="The clock (RFC 3339); default: now. Only closed windows are profiled.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Profile what profile__<model> would: windows touched by newly loaded files, and those closed since."""
+    from driftloop.core import warehouse
+    from driftloop.monitor.profiling import profile_pending
+
+    spec = _spec(model)
+    clock = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    if clock.tzinfo is None:
+        typer.echo("error: --now needs a UTC offset, e.g. 2026-11-20T12:00:00+00:00", err=True)
+        raise typer.Exit(1)
+    resolved = warehouse.resolve_url(url)
+    warehouse.migrate(resolved)
+    done = profile_pending(resolved, spec, clock)
+    windows = ", ".join([f"{len(done.hours)} hour", *(f"{len(v)} {k}" for k, v in done.windows.items())])
+    typer.echo(f"{model}: {windows} windows profiled ({done.profiles} profiles, {done.rows} rows)")
+    if done.unbinned_versions:
+        typer.echo(f"  no reference for version(s) {', '.join(done.unbinned_versions)}: no drift for them until one is stored")
 
 
 @app.command()

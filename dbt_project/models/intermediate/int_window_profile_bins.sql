@@ -5,7 +5,7 @@ with
 
 window_bins as (
     select * from {{ ref('stg_profiles__column_bins') }}
-    where window_size in ('hour', 'day')
+    where window_size in ('hour', 'day', 'week')
 ),
 
 -- a reference binned on its own edges (its rows are those whose profile_id is a reference's):

@@ -26,14 +26,27 @@ label_coverage as (
     where segment = '(all)'
 ),
 
+retraining_specs as (
+    select * from {{ ref('stg_ops__model_retraining_specs') }}
+),
+
+-- drift is read in the windows of the drift trigger's size (retraining.triggers.drift.window_size)
 feature_drift as (
-    select * from {{ ref('fct_feature_drift') }}
-    where segment = '(all)' and window_size = 'day'
+    select fct_feature_drift.* from {{ ref('fct_feature_drift') }} as fct_feature_drift
+    inner join retraining_specs
+        on
+            fct_feature_drift.model_name = retraining_specs.model_name
+            and fct_feature_drift.window_size = retraining_specs.drift_window_size
+    where fct_feature_drift.segment = '(all)'
 ),
 
 prediction_drift as (
-    select * from {{ ref('fct_prediction_drift') }}
-    where segment = '(all)' and window_size = 'day'
+    select fct_prediction_drift.* from {{ ref('fct_prediction_drift') }} as fct_prediction_drift
+    inner join retraining_specs
+        on
+            fct_prediction_drift.model_name = retraining_specs.model_name
+            and fct_prediction_drift.window_size = retraining_specs.drift_window_size
+    where fct_prediction_drift.segment = '(all)'
 ),
 
 -- the version (and variant) that served most of the model's latest window (hourly when the spec
@@ -112,7 +125,8 @@ freshness as (
     group by model_name
 ),
 
--- drift of the serving version: its latest profiled (closed) day
+-- drift of the serving version: its latest complete window (ended by as_of) that qualifies (as many
+-- values as drift.min_samples in some feature), not a partial or tiny one
 serving_drift_days as (
     select
         feature_drift.model_name,
@@ -123,6 +137,7 @@ serving_drift_days as (
             feature_drift.model_name = serving.model_name
             and feature_drift.model_version = serving.serving_model_version
             and feature_drift.variant = serving.serving_variant
+    where feature_drift.window_end <= {{ as_of }} and feature_drift.n_values >= feature_drift.min_samples
     group by feature_drift.model_name
 ),
 
@@ -202,7 +217,7 @@ final as (
         latest_traffic.n_labelled,
         {{ safe_divide('latest_traffic.n_labelled', 'latest_traffic.n_scored') }} as label_coverage,
 
-        ---------- drift of the serving version: latest profiled day
+        ---------- drift of the serving version: latest complete window that qualifies
         serving_drift_days.drift_window_start,
         serving_feature_drift.n_features_measured,
         serving_feature_drift.n_drifted_features,

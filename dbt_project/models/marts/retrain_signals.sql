@@ -200,7 +200,8 @@ degradation_scored as (
     from degradation
 ),
 
----------- drift: PSI of the champion's latest window, important features and the prediction
+---------- drift: the drift verdict (fct_*_drift.is_drifted) in the champion's latest complete window
+---------- that has one, on important features and the prediction
 
 latest_feature_drift as (
     select distinct on (feature_drift.model_name, feature_drift.feature)
@@ -208,8 +209,10 @@ latest_feature_drift as (
         feature_drift.feature,
         feature_drift.window_start,
         feature_drift.n_rows,
-        feature_drift.psi,
-        feature_drift.psi_threshold,
+        feature_drift.statistic,
+        feature_drift.statistic_value,
+        feature_drift.threshold,
+        feature_drift.is_drifted,
         -- unknown importance (a champion not trained by driftloop): every feature counts
         coalesce(cast(champion_trainings.gain_importance ->> feature_drift.feature as double precision), 1.0)
             as importance
@@ -222,9 +225,10 @@ latest_feature_drift as (
         on feature_drift.model_name = retraining_specs.model_name
     where
         feature_drift.window_size = retraining_specs.drift_window_size
-        and feature_drift.window_start <= {{ as_of }}
+        -- the latest complete window with a verdict (enough values for drift.min_samples) and rows enough
+        and feature_drift.window_end <= {{ as_of }}
         and feature_drift.n_rows >= retraining_specs.drift_min_samples
-        and feature_drift.psi is not null
+        and feature_drift.is_drifted is not null
     order by
         feature_drift.model_name,
         feature_drift.feature,
@@ -240,8 +244,10 @@ latest_prediction_drift as (
         prediction_drift.column_name as feature,
         prediction_drift.window_start,
         prediction_drift.n_rows,
-        prediction_drift.psi,
-        prediction_drift.psi_threshold
+        prediction_drift.statistic,
+        prediction_drift.statistic_value,
+        prediction_drift.threshold,
+        prediction_drift.is_drifted
     from prediction_drift
     inner join champions
         on
@@ -252,9 +258,10 @@ latest_prediction_drift as (
     where
         retraining_specs.drift_include_prediction
         and prediction_drift.window_size = retraining_specs.drift_window_size
-        and prediction_drift.window_start <= {{ as_of }}
+        -- the latest complete window with a verdict (enough values for drift.min_samples) and rows enough
+        and prediction_drift.window_end <= {{ as_of }}
         and prediction_drift.n_rows >= retraining_specs.drift_min_samples
-        and prediction_drift.psi is not null
+        and prediction_drift.is_drifted is not null
     order by
         prediction_drift.model_name,
         prediction_drift.column_name,
@@ -270,14 +277,15 @@ drifted as (
         latest_feature_drift.feature,
         'feature' as kind,
         latest_feature_drift.window_start,
-        latest_feature_drift.psi,
-        latest_feature_drift.psi_threshold,
+        latest_feature_drift.statistic,
+        latest_feature_drift.statistic_value,
+        latest_feature_drift.threshold,
         latest_feature_drift.importance
     from latest_feature_drift
     inner join retraining_specs
         on latest_feature_drift.model_name = retraining_specs.model_name
     where
-        latest_feature_drift.psi >= latest_feature_drift.psi_threshold
+        latest_feature_drift.is_drifted
         and latest_feature_drift.importance >= retraining_specs.drift_min_importance
 
     union all
@@ -287,11 +295,12 @@ drifted as (
         feature,
         'prediction' as kind,
         window_start,
-        psi,
-        psi_threshold,
+        statistic,
+        statistic_value,
+        threshold,
         null as importance
     from latest_prediction_drift
-    where psi >= psi_threshold
+    where is_drifted
 ),
 
 drift as (
@@ -300,15 +309,16 @@ drift as (
         count(*) as n_drifted,
         jsonb_agg(
             jsonb_build_object(
-                'column', feature, 'kind', kind, 'window_start', window_start, 'psi', psi,
-                'psi_threshold', psi_threshold, 'importance', importance
+                'column', feature, 'kind', kind, 'window_start', window_start, 'statistic', statistic,
+                'value', statistic_value, 'threshold', threshold, 'importance', importance
             )
-            order by psi desc, feature
+            order by statistic_value / nullif(threshold, 0) desc nulls last, feature
         ) as drifted_columns,
         string_agg(
-            feature || ' PSI ' || to_char(psi, 'FM990.000') || ' >= ' || to_char(psi_threshold, 'FM990.000'),
+            feature || ' ' || statistic || ' ' || to_char(statistic_value, 'FM999990.000')
+            || coalesce(' >= ' || to_char(threshold, 'FM999990.000'), ' (p-value below drift.p_value)'),
             ', '
-            order by psi desc, feature
+            order by statistic_value / nullif(threshold, 0) desc nulls last, feature
         ) as drifted_text
     from drifted
     group by model_name

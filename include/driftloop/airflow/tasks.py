@@ -60,10 +60,7 @@ def run_ingest(model_name: str, kind: str, run_id: str, now: Any = None) -> dict
         "files": len(result.files),
         "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected,
-        "n_files_failed": len(failed),
         "files_failed": failed,
-        "files_skipped": [f.path for f in result.files if f.status == "skipped"],
-        "files_changed": [f.path for f in result.files if f.status == "changed"],
         "files_in_progress": [f.path for f in result.files if f.status == "in_progress"],
     }
     log.info("ingest %s %s: %s", model_name, kind, summary)
@@ -100,64 +97,21 @@ def on_task_failure(context: dict[str, Any]) -> None:
 
 
 def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
-    """Profile the hours touched by prediction files loaded since the last profiling run."""
-    from datetime import UTC, datetime, timedelta
+    """Profile the windows touched by prediction files loaded since the last profiling run, and those
+    closed by the clock since then (driftloop.monitor.profiling.profile_pending)."""
+    from datetime import UTC, datetime
 
     from driftloop.core import warehouse
     from driftloop.core.spec import get_spec
-    from driftloop.monitor.profiling import profile_windows
+    from driftloop.monitor.profiling import profile_pending
 
     url = warehouse.resolve_url(use_airflow=True)
     warehouse.migrate(url)
-    mark = f"profile:{model_name}"
-    with warehouse.connect(url) as conn:
-        first, last, loaded_up_to = conn.execute(
-            """select min(min_event_ts), max(max_event_ts), max(loaded_at) from raw.ingest_files
-               where model_name = %s and kind = 'predictions' and status in ('loaded', 'changed') and rows_loaded > 0
-                 and loaded_at > coalesce((select value from ops.watermarks where name = %s), '-infinity')""",
-            (model_name, mark),
-        ).fetchone()
-    if first is None:
-        return {"hours": 0, "profiles": 0, "rows": 0}
-    start = first.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    # to the end of the last touched day, so the day's daily profile is (re)merged once it has closed
-    end = last.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    result = profile_windows(url, get_spec(model_name), start, end, now=now or datetime.now(UTC))
-    with warehouse.connect(url) as conn:
-        conn.execute(
-            """insert into ops.watermarks (name, value) values (%s, %s)
-               on conflict (name) do update set value = greatest(ops.watermarks.value, excluded.value), updated_at = now()""",
-            (mark, loaded_up_to),
-        )
-    summary = {"hours": len(result.hours), "days": len(result.days), "profiles": result.profiles, "rows": result.rows,
-               "unbinned_versions": result.unbinned_versions}  # fmt: skip
+    result = profile_pending(url, get_spec(model_name), now or datetime.now(UTC))
+    summary = {"hours": len(result.hours), "days": len(result.days), "weeks": len(result.windows.get("week", [])),
+               "profiles": result.profiles, "rows": result.rows, "unbinned_versions": result.unbinned_versions}  # fmt: skip
     log.info("profiled %s: %s", model_name, summary)
     return summary
-
-
-def run_metrics_build(as_of: Any = None) -> dict[str, Any]:
-    """The metrics DAG's one ``dbt build`` (models, unit and data tests) with the run's clock as ``as_of``
-    (None: when dbt starts). Logs and returns every node's status and seconds; a failure raises
-    :class:`~driftloop.monitor.dbt_runner.DbtRunError` naming the failing nodes. Its own target path:
-    a build never shares dbt's run files with another dbt command."""
-    import tempfile
-    import time
-    from collections import Counter
-
-    from driftloop.core import warehouse
-    from driftloop.monitor.dbt_runner import build, node_results
-
-    url = warehouse.resolve_url(use_airflow=True)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="driftloop-build-") as scratch:
-        result = build(url, as_of=_aware(as_of), target_path=f"{scratch}/target", log_path=f"{scratch}/logs")
-    seconds = round(time.perf_counter() - started, 2)
-    nodes = node_results(result)
-    for row in nodes:
-        log.info("dbt %-8s %7.2fs  %s", row["status"], row["seconds"], row["node"])
-    counts = dict(Counter(row["status"] for row in nodes))
-    log.info("dbt build: %d nodes in %.1f s: %s", len(nodes), seconds, counts)
-    return {"seconds": seconds, "counts": counts, "nodes": nodes}
 
 
 def run_source_freshness() -> dict[str, Any]:

@@ -48,11 +48,13 @@ MARTS: dict[str, Mart] = {
         ),
         Mart(
             "fct_feature_drift", True, samples="n_values", entity="feature",
-            columns=frozenset({"psi", "js_distance", "is_drifted"}),
+            columns=frozenset({"psi", "js_distance", "ks_statistic", "ks_p_value", "chi2_statistic", "chi2_p_value",
+                               "statistic_value", "is_drifted"}),
         ),
         Mart(
             "fct_prediction_drift", True, samples="n_values", entity="column_name",
-            columns=frozenset({"psi", "js_distance", "is_drifted"}),
+            columns=frozenset({"psi", "js_distance", "ks_statistic", "ks_p_value", "chi2_statistic", "chi2_p_value",
+                               "statistic_value", "is_drifted"}),
         ),
         Mart(
             "fct_ingest_quality", True, samples="n_rows", entity="kind",

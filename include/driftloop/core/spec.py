@@ -65,6 +65,8 @@ def _as_text(value: Any) -> Any:
 
 
 ClassName = Annotated[str, BeforeValidator(_as_text)]
+# Categories written as numbers in YAML ([0, 10, 20]) are the strings events carry ("0", "10", "20").
+CategoryName = Annotated[str, BeforeValidator(_as_text)]
 
 
 def _identifier(value: str) -> str:
@@ -97,7 +99,7 @@ class Feature(_Strict):
     required: bool = True
     min: float | None = None
     max: float | None = None
-    categories: list[str] | None = None
+    categories: list[CategoryName] | None = None
     description: str | None = None
 
     @model_validator(mode="after")
@@ -129,7 +131,7 @@ class Segment(_Strict):
     values: list[str] | None = None
 
 
-WindowSize = Literal["hour", "day"]
+WindowSize = Literal["hour", "day", "week"]
 
 
 class Windows(_Strict):
@@ -151,12 +153,33 @@ class DriftThresholds(_Strict):
     js: float = Field(default=0.1, gt=0, le=1)  # Jensen-Shannon distance, base 2, in [0, 1]
 
 
-class Drift(_Strict):
-    """Drift thresholds: a feature (or the prediction) drifted when PSI or JS is at or above its threshold."""
+class DriftStatistic(_Strict):
+    """The statistic a verdict is taken on: Jensen-Shannon distance (js), PSI, Kolmogorov-Smirnov (ks,
+    numeric) or chi-square (chi2, categorical and boolean)."""
 
+    numeric: Literal["js", "psi", "ks"] = "js"
+    categorical: Literal["js", "psi", "chi2"] = "js"  # boolean features too
+
+
+class Drift(_Strict):
+    """When a feature (or a prediction column) has drifted in a window.
+
+    The verdict's `statistic` against a threshold learned from the reference (`thresholds_from:
+    reference`): the statistic's mean + `k` standard deviations over windows of as many rows drawn
+    from the reference itself. `thresholds` (and `prediction`) apply with `thresholds_from: spec`,
+    and when the reference has no learned threshold; a feature's entry in `features` always wins.
+    With spec thresholds, ks and chi2 judge by p-value (< `p_value`)."""
+
+    statistic: DriftStatistic = DriftStatistic()
+    thresholds_from: Literal["reference", "spec"] = "reference"
+    k: float = Field(default=3.0, gt=0)
+    p_value: float = Field(default=0.01, gt=0, lt=1)
     thresholds: DriftThresholds = DriftThresholds()
     features: dict[str, DriftThresholds] = Field(default_factory=dict)  # per-feature overrides
     prediction: DriftThresholds = DriftThresholds()
+    # a window with fewer non-null values reports its distances and n but no verdict (is_drifted NULL):
+    # below ~100 values the sampling noise of a 10-bin distance is as large as real drift
+    min_samples: int = Field(default=100, ge=1)
 
 
 Severity = Literal["critical", "warning", "info"]
@@ -298,8 +321,8 @@ class DegradationTrigger(_Strict):
 
 
 class DriftTrigger(_Strict):
-    """Retrain when PSI reaches the drift threshold (spec `drift`) in the latest `window_size` window of
-    the champion, on a feature whose importance (share of the champion's gain) is at least
+    """Retrain when the drift verdict (spec `drift`) holds in the latest complete `window_size` window of
+    the champion that has one, on a feature whose importance (share of the champion's gain) is at least
     `min_importance`, or on the prediction; windows with fewer than `min_samples` rows are ignored."""
 
     enabled: bool = True
@@ -514,8 +537,24 @@ class ModelSpec(_Strict):
         raise KeyError(name)
 
 
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _named_location(location: tuple[Any, ...], raw: Any) -> str:
+    """A pydantic error location with list positions of named items (features, alert rules) replaced
+    by their names: ``features.payment_method.categories.0`` rather than ``features.5.categories.0``."""
+    parts, node = [], raw
+    for part in location:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            item = node[part]
+            name = item.get("name") if isinstance(item, dict) else None
+            parts.append(str(name) if isinstance(name, str) and name else str(part))
+            node = item
+        else:
+            parts.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _describe(error: dict[str, Any], raw: Any = None) -> str:
+    location = _named_location(tuple(error["loc"]), raw) or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field (check the spelling; see include/specs/churn.yaml for the fields)"
@@ -541,7 +580,7 @@ def load_spec(path: str | Path) -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(_describe(error) for error in exc.errors())
+        details = "; ".join(_describe(error, raw) for error in exc.errors())
         raise SpecError(f"{path}: {details}") from None
     if spec.name != path.stem:
         raise SpecError(f"{path}: name: expected the file name '{path.stem}' (got {spec.name!r})")

@@ -13,8 +13,12 @@ Three parts:
   profiled in parallel processes (fork) and merged.
 * **References**: :func:`reference_profile` profiles a model version's training data and derives
   the bin edges every window of that version is binned on (numeric: the reference's deciles from
-  its KLL sketch; categorical / boolean: its top categories plus ``__other__``);
-  :func:`store_reference` writes it (and re-bins the stored windows of that version).
+  its KLL sketch, and 1,001 quantiles for KS; categorical / boolean: its top categories plus
+  ``__other__``), the reference's own fractions on them, and the null model of every drift
+  statistic per window size (:func:`driftloop.monitor.drift.null_model`: what thresholds are learned
+  from), all in ``bin_edges``; :func:`store_reference` writes it (and re-bins the stored windows of
+  that version). Each window column with a reference also gets a ``profiles.column_statistics`` row
+  (KS or chi-square with p-values, the null model at its n).
 * **Windows**: :func:`profile_windows` reads ``raw.predictions`` for the closed hours of
   ``[start, end)``, writes one hourly profile per hour x model_version x variant x segment (plus
   ``(all)``), merges the stored hourly profiles of each closed day into a daily profile, and flattens
@@ -68,6 +72,7 @@ from whylogs.core.view import ColumnProfileView, DatasetProfileView
 from driftloop.core import warehouse
 from driftloop.core.locks import lock_model
 from driftloop.core.spec import ModelSpec, Task
+from driftloop.monitor import drift
 
 log = logging.getLogger(__name__)
 # whylogs logs every profile it deserializes at INFO; thousands of lines per run in a task log
@@ -109,6 +114,9 @@ BOOLEAN_CATEGORIES = ("True", "False")  # how whylogs' frequent-items sketch nam
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+WEEK = timedelta(weeks=1)
+WINDOW_SIZES = {"hour": HOUR, "day": DAY, "week": WEEK}  # smallest first
+_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)  # weeks start on Monday 00:00 UTC, as Postgres' date_trunc('week')
 _PARALLEL_MIN_ROWS = 200_000  # below this a second process costs more than it saves
 # what a default whylogs DatasetSchema uses (KLL k=1024, HLL lg_k=12, FI lg_max_k=10)
 _CONFIG = MetricConfig()
@@ -530,6 +538,9 @@ def bin_edges(view: DatasetProfileView, spec: ModelSpec) -> dict[str, dict[str, 
                 entry["edges"] = [
                     float(e) for e in np.unique(np.asarray(deciles, dtype=float)) if np.isfinite(e)
                 ]
+                # the reference's CDF for the KS statistic (driftloop.monitor.drift.reference_cdf)
+                quantiles = distribution.kll.value.get_quantiles(np.linspace(0, 1, drift.QUANTILE_POINTS).tolist())
+                entry["quantiles"] = np.maximum.accumulate(np.asarray(quantiles, dtype=float)).tolist()
         elif column.type == "boolean":
             entry["categories"] = list(BOOLEAN_CATEGORIES)
         else:
@@ -632,6 +643,10 @@ _SUMMARY_COLUMNS = (
     *_SUMMARY_FIELDS,
 )
 _BIN_FIELDS = ("bin_index", "lower_edge", "upper_edge", "category", "count", "fraction")
+_STATISTIC_FIELDS = ("n_values", "ks_statistic", "ks_p_value", "chi2_statistic", "chi2_dof", "chi2_p_value",
+                     *(f"{s}_null_{m}" for s in drift.STATISTICS for m in ("mean", "sd")))  # fmt: skip
+_STATISTIC_COLUMNS = ("profile_id", "reference_profile_id", "model_name", "model_version", "window_size",
+                      "window_start", "column_name", *_STATISTIC_FIELDS)  # fmt: skip
 _BIN_COLUMNS = ("profile_id", "reference_profile_id", *_GRAIN_COLUMNS, "column_name", "column_role", "column_type",
                 *_BIN_FIELDS)  # fmt: skip
 
@@ -653,14 +668,51 @@ def _copy(
             copy.write_row(row)
 
 
+def column_statistics(column: ColumnProfileView, edges: Mapping[str, Any],
+                      bins: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a window column gets next to its bins: n_values, KS (numeric, from the sketches) or
+    chi-square (categorical / boolean, on the bins' counts) against the reference, with p-values,
+    and the reference's null model (mean, sd) of every statistic at n_values."""
+    counts = _metric(column, "counts")
+    n_values = int(counts.n.value - counts.null.value) if counts else 0
+    out: dict[str, Any] = dict.fromkeys(_STATISTIC_FIELDS)
+    out["n_values"] = n_values
+    reference_n = float(edges.get("n") or 0)
+    if n_values and bins and reference_n:
+        if edges["type"] == "numeric" and edges.get("quantiles"):
+            kll = _metric(column, "distribution").kll.value
+            ranks = np.linspace(0, 1, min(2 * n_values, 8192) + 1).tolist()
+            points = np.unique(np.asarray(kll.get_quantiles(ranks), dtype=float))
+            points = points[np.isfinite(points)]
+            if len(points):
+                sample_cdf = np.asarray(kll.get_cdf(points.tolist(), True)[:-1])
+                quantiles = np.asarray(edges["quantiles"], dtype=float)
+                every = quantiles[:: drift.KS_GRID_STEP]
+                grid = np.unique(every)
+                grid_cdf = np.asarray(kll.get_cdf(grid.tolist(), True)[:-1])[np.searchsorted(grid, every)]
+                statistic = drift.ks_statistic(quantiles, points, sample_cdf, grid_cdf)
+                out.update(ks_statistic=statistic, ks_p_value=drift.ks_p_value(statistic, n_values, reference_n))
+        elif edges["type"] != "numeric" and edges.get("fractions"):
+            reference_counts = np.asarray(edges["fractions"], dtype=float) * reference_n
+            statistic, dof, p_value = drift.chi2_test(reference_counts, [b["count"] for b in bins])
+            out.update(chi2_statistic=statistic, chi2_dof=dof, chi2_p_value=p_value)
+        for statistic in drift.STATISTICS:
+            null = drift.null_at(edges.get("null"), statistic, n_values)
+            if null is not None:
+                out[f"{statistic}_null_mean"], out[f"{statistic}_null_sd"] = null
+    return out
+
+
 def _flatten(
     profile_id: int,
     grain: _Grain,
     view: DatasetProfileView,
     spec: ModelSpec,
     reference: _Reference | None,
+    statistics: list[tuple] | None = None,
 ) -> tuple[list[tuple], list[tuple]]:
-    """column_summaries and column_bins rows of one profile."""
+    """column_summaries and column_bins rows of one profile (and, into `statistics`, its
+    column_statistics rows)."""
     known = _column_index(spec)
     grain_values = tuple(getattr(grain, c) for c in _GRAIN_COLUMNS)
     summaries, bins = [], []
@@ -673,9 +725,14 @@ def _flatten(
                           *(summary[f] for f in _SUMMARY_FIELDS)))  # fmt: skip
         if reference is None or name not in reference.edges:
             continue
-        for b in column_bins(column, reference.edges[name]):
+        column_bin_rows = column_bins(column, reference.edges[name])
+        for b in column_bin_rows:
             bins.append((profile_id, reference.profile_id, *grain_values, name, described.role, described.type,
                          *(b[f] for f in _BIN_FIELDS)))  # fmt: skip
+        if statistics is not None:
+            stats = column_statistics(column, reference.edges[name], column_bin_rows)
+            statistics.append((profile_id, reference.profile_id, grain.model_name, grain.model_version,
+                               grain.window_size, grain.window_start, name, *(stats[f] for f in _STATISTIC_FIELDS)))  # fmt: skip
     return summaries, bins
 
 
@@ -705,16 +762,17 @@ def _write_profiles(
 ) -> list[int]:
     """Insert profiles (grain, view, n_rows) and their summaries and bins; returns the profile ids."""
     ids = _new_ids(conn, len(profiles))
-    rows, summaries, bins = [], [], []
+    rows, summaries, bins, statistics = [], [], [], []
     for profile_id, (grain, view, n_rows) in zip(ids, profiles, strict=True):
         rows.append((profile_id, *(getattr(grain, c) for c in _GRAIN_COLUMNS), n_rows, view.serialize()))
         reference = references.get(grain.model_version)
-        s, b = _flatten(profile_id, grain, view, spec, reference)
+        s, b = _flatten(profile_id, grain, view, spec, reference, statistics)
         summaries += s
         bins += b
     _copy(conn, "profiles.whylogs_profiles", _PROFILE_COLUMNS, rows)
     _copy(conn, "profiles.column_summaries", _SUMMARY_COLUMNS, summaries)
     _copy(conn, "profiles.column_bins", _BIN_COLUMNS, bins)
+    _copy(conn, "profiles.column_statistics", _STATISTIC_COLUMNS, statistics)
     return ids
 
 
@@ -763,12 +821,16 @@ def reference_profile(
     *,
     source: Mapping[str, Any] | None = None,
     processes: int | None = None,
+    null_seed: int = 0,
 ) -> ReferenceProfile:
     """Profile a model version's training data (features; scores and predicted class when the frame
     has them, e.g. the model's predictions on its training set) and derive its bin edges.
 
     `frame`: a :func:`driftloop.sim.world.generate_predictions`-like frame or one using the profile's
     column names (see :func:`profiling_frame`); ``request_ts``, when present, gives the data's time range.
+    Each column's edges also hold the reference's ``fractions`` on them, its non-null count ``n`` and
+    ``null``: the mean and sd of each drift statistic over windows drawn from `frame` itself, per
+    window size (seeded by `null_seed`, so the same data gives the same thresholds).
     """
     data = profiling_frame(frame, spec)
     data_start = data_end = None
@@ -776,11 +838,20 @@ def reference_profile(
         stamps = pd.to_datetime(frame["request_ts"], utc=True)
         data_start, data_end = stamps.min().to_pydatetime(), stamps.max().to_pydatetime()
     view = profile_frame(data, spec, processes=processes, dataset_timestamp=data_start)
+    edges = bin_edges(view, spec)
+    for name, entry in edges.items():
+        column = view.get_column(name)
+        entry["fractions"] = [b["fraction"] for b in column_bins(column, entry)]
+        counts = _metric(column, "counts")
+        entry["n"] = int(counts.n.value - counts.null.value) if counts else 0
+    # what each statistic looks like on windows of the reference itself: the learned thresholds
+    for name, null in drift.null_model(data, edges, seed=null_seed).items():
+        edges[name]["null"] = null
     return ReferenceProfile(
         model_name=spec.name,
         model_version=str(model_version),
         view=view,
-        bin_edges=bin_edges(view, spec),
+        bin_edges=edges,
         n_rows=len(data),
         data_start=data_start,
         data_end=data_end,
@@ -810,10 +881,11 @@ def store_reference(url: str | None, spec: ModelSpec, reference: ReferenceProfil
               [(profile_id, *(getattr(grain, c) for c in _GRAIN_COLUMNS), reference.n_rows,
                 reference.view.serialize())])  # fmt: skip
         conn.execute(
-            "insert into profiles.reference_profiles (model_name, model_version, profile_id, bin_edges, n_rows, source) "
-            "values (%s, %s, %s, %s::jsonb, %s, %s::jsonb)",
+            "insert into profiles.reference_profiles (model_name, model_version, profile_id, bin_edges, n_rows, source, "
+            "is_simulated) values (%s, %s, %s, %s::jsonb, %s, %s::jsonb, %s)",
             (spec.name, reference.model_version, profile_id, orjson.dumps(reference.bin_edges).decode(),
-             reference.n_rows, orjson.dumps(reference.source, default=str).decode()),
+             reference.n_rows, orjson.dumps(reference.source, default=str).decode(),
+             bool(reference.source.get("simulated", False))),
         )  # fmt: skip
         _copy(conn, "profiles.column_summaries", _SUMMARY_COLUMNS, summaries)
         _copy(conn, "profiles.column_bins", _BIN_COLUMNS, bins)
@@ -824,25 +896,28 @@ def store_reference(url: str | None, spec: ModelSpec, reference: ReferenceProfil
 
 
 def _rebin(conn: psycopg.Connection, spec: ModelSpec, model_version: str, reference: _Reference) -> int:
-    conn.execute(
-        "delete from profiles.column_bins where model_name = %s and model_version = %s "
-        "and window_size in ('hour', 'day')",
-        (spec.name, model_version),
-    )
+    for table in ("profiles.column_bins", "profiles.column_statistics"):
+        conn.execute(
+            sql.SQL("delete from {} where model_name = %s and model_version = %s and window_size <> 'reference'").format(
+                sql.SQL(table)
+            ),
+            (spec.name, model_version),
+        )
     count = 0
     with conn.cursor(name="driftloop_rebin") as cursor:
         cursor.execute(
             f"select profile_id, {', '.join(_GRAIN_COLUMNS)}, profile from profiles.whylogs_profiles "
-            "where model_name = %s and model_version = %s and window_size in ('hour', 'day') order by profile_id",
+            "where model_name = %s and model_version = %s and window_size <> 'reference' order by profile_id",
             (spec.name, model_version),
         )
         while batch := cursor.fetchmany(500):
-            bins = []
+            bins, statistics = [], []
             for profile_id, *grain_values, payload in batch:
                 view = DatasetProfileView.deserialize(bytes(payload))
-                _, b = _flatten(profile_id, _Grain(*grain_values), view, spec, reference)
+                _, b = _flatten(profile_id, _Grain(*grain_values), view, spec, reference, statistics)
                 bins += b
             _copy(conn, "profiles.column_bins", _BIN_COLUMNS, bins)
+            _copy(conn, "profiles.column_statistics", _STATISTIC_COLUMNS, statistics)
             count += len(batch)
     return count
 
@@ -868,15 +943,29 @@ class ProfilingResult:
     model_name: str
     hours: list[datetime] = field(default_factory=list)  # hourly windows (re)written: they had raw rows
     days: list[datetime] = field(default_factory=list)  # daily windows (re)written
+    windows: dict[str, list[datetime]] = field(default_factory=dict)  # day / week windows (re)written
     profiles: int = 0  # profile rows written (hourly + daily, all segments)
     rows: int = 0  # raw rows profiled
     unbinned_versions: list[str] = field(default_factory=list)  # model versions without a reference
     seconds: float = 0.0
 
 
+def _utc(ts: datetime) -> datetime:
+    """A plain UTC datetime (Airflow hands out pendulum ones, whose durations do not divide by a timedelta)."""
+    ts = ts.astimezone(UTC)
+    return datetime(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond, tzinfo=UTC)
+
+
 def _floor(ts: datetime, step: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return epoch + ((ts.astimezone(UTC) - epoch) // step) * step
+    return epoch + ((_utc(ts) - epoch) // step) * step
+
+
+def _floor_size(ts: datetime, size: str) -> datetime:
+    """The start of the `size` window holding `ts`."""
+    if size == "week":
+        return _MONDAY + ((_utc(ts) - _MONDAY) // WEEK) * WEEK
+    return _floor(ts, WINDOW_SIZES[size])
 
 
 def _ceil(ts: datetime, step: timedelta) -> datetime:
@@ -887,7 +976,7 @@ def _ceil(ts: datetime, step: timedelta) -> datetime:
 def _aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (got {value!r})")
-    return value.astimezone(UTC)
+    return _utc(value)
 
 
 def _select_columns(spec: ModelSpec) -> list[tuple[ProfiledColumn, sql.Composable, pa.DataType]]:
@@ -976,41 +1065,62 @@ def _hour_profiles(
     return out
 
 
-def _day_profiles(
+def _merged_profiles(
     conn: psycopg.Connection,
     spec: ModelSpec,
-    day: datetime,
+    size: str,
+    window_start: datetime,
+    part_size: str | None,
     fresh: Sequence[tuple[_Grain, DatasetProfileView, int]] = (),
 ) -> list[tuple[_Grain, DatasetProfileView, int]]:
-    """Daily profiles: the merge of the day's hourly profiles, per version x variant x segment.
+    """Profiles of one `size` window: the merge of its parts, per version x variant x segment.
 
-    `fresh`: hourly profiles of the day just written in this transaction, merged from memory; the
-    day's other hours are read back from profiles.whylogs_profiles (raw rows are not read again)."""
+    `fresh`: parts profiled in this call (in memory); `part_size`: the stored window size whose
+    profiles make up the rest of the window (read back from profiles.whylogs_profiles, raw rows are
+    not read again), or None when the window is made of `fresh` alone."""
+    window_end = window_start + WINDOW_SIZES[size]
     parts: dict[tuple[str, str, str], list[tuple[datetime, int, DatasetProfileView | bytes]]] = defaultdict(
         list
     )
     for grain, view, n_rows in fresh:
         parts[(grain.model_version, grain.variant, grain.segment)].append((grain.window_start, n_rows, view))
-    fresh_hours = sorted({grain.window_start for grain, _, _ in fresh})
-    rows = conn.execute(
-        "select model_version, variant, segment, window_start, n_rows, profile from profiles.whylogs_profiles "
-        "where model_name = %s and window_size = 'hour' and window_start >= %s and window_start < %s "
-        "and not window_start = any(%s)",
-        (spec.name, day, day + DAY, fresh_hours),
-    ).fetchall()
-    for version, variant, segment, window_start, n_rows, payload in rows:
-        parts[(version, variant, segment)].append((window_start, n_rows, bytes(payload)))
+    if part_size is not None:
+        fresh_starts = sorted({grain.window_start for grain, _, _ in fresh if grain.window_size == part_size})
+        rows = conn.execute(
+            "select model_version, variant, segment, window_start, n_rows, profile from profiles.whylogs_profiles "
+            "where model_name = %s and window_size = %s and window_start >= %s and window_start < %s "
+            "and not window_start = any(%s)",
+            (spec.name, part_size, window_start, window_end, fresh_starts),
+        ).fetchall()
+        for version, variant, segment, part_start, n_rows, payload in rows:
+            parts[(version, variant, segment)].append((part_start, n_rows, bytes(payload)))
     out = []
-    for (version, variant, segment), hours in sorted(parts.items()):
-        hours.sort(key=lambda part: part[0])
+    for (version, variant, segment), pieces in sorted(parts.items()):
+        pieces.sort(key=lambda part: part[0])
         views = (
-            p if isinstance(p, DatasetProfileView) else DatasetProfileView.deserialize(p) for _, _, p in hours
+            p if isinstance(p, DatasetProfileView) else DatasetProfileView.deserialize(p) for _, _, p in pieces
         )
         view = merge_views(views)
-        view.set_dataset_timestamp(day)
-        grain = _Grain(spec.name, version, variant, segment, "day", day, day + DAY)
-        out.append((grain, view, sum(n for _, n, _ in hours)))
+        view.set_dataset_timestamp(window_start)
+        grain = _Grain(spec.name, version, variant, segment, size, window_start, window_end)
+        out.append((grain, view, sum(n for _, n, _ in pieces)))
     return out
+
+
+def _replace_windows(
+    conn: psycopg.Connection,
+    spec: ModelSpec,
+    size: str,
+    starts: Sequence[datetime],
+    profiles: Sequence[tuple[_Grain, DatasetProfileView, int]],
+    references: Mapping[str, _Reference],
+) -> None:
+    conn.execute(
+        "delete from profiles.whylogs_profiles where model_name = %s and window_size = %s "
+        "and window_start = any(%s)",
+        (spec.name, size, list(starts)),
+    )
+    _write_profiles(conn, spec, profiles, references)
 
 
 def profile_windows(
@@ -1022,22 +1132,29 @@ def profile_windows(
     now: datetime | None = None,
     processes: int | None = None,
 ) -> ProfilingResult:
-    """Profile the closed hourly windows in [start, end) and the closed days they belong to.
+    """Profile the closed windows of the spec's ``windows.sizes`` (hour, day, week) in [start, end).
 
-    An hour is profiled when it lies inside [start, end) and has ended by `now` (default: the
-    clock). Raw rows are read one hour at a time (failed requests left out). Per UTC day, in one
-    transaction: the day's hours that have raw rows are rewritten (one profile per hour x
-    model_version x variant x segment, plus segment '(all)', the merge of the segments); hours
-    without raw rows are left as they are (raw rows may have been dropped by retention: their
-    profiles stay). Then every day whose last hour is profiled by this call gets its daily profiles
-    rewritten as the merge of its stored hourly profiles. Every profile is flattened into
-    column_summaries, and into column_bins when its model_version has a reference (see
-    :func:`store_reference`). Writers of one model are serialized by an advisory lock.
+    Only the sizes the spec lists are written. Raw rows are read one closed hour at a time (failed
+    requests left out) and profiled per hour x model_version x variant x segment (plus segment
+    '(all)', the merge of the segments). The smallest listed size is built from those hours: hourly
+    profiles are written as they are; without hours, the range is widened to whole days (or weeks)
+    and only the ones that have closed by `now` (and `end`) are profiled. Each larger size is the
+    merge of the stored profiles of the next smaller listed size, rewritten for every window of it
+    that has closed and that this call touched: a day (Monday-to-Monday week) closes by the clock,
+    whether or not a file arrives after its last one. Windows without raw rows are left as they are
+    (raw rows may have been dropped by retention: their profiles stay). Per smallest-size window
+    (a day when hours are listed), in one transaction; every profile is flattened into
+    column_summaries, and into column_bins and column_statistics when its model_version has a
+    reference (see :func:`store_reference`). Writers of one model are serialized by an advisory lock.
     """
     started = time.perf_counter()
     start, end = _aware(start, "start"), _aware(end, "end")
     now = _aware(now or datetime.now(UTC), "now")
+    sizes = [size for size in WINDOW_SIZES if size in spec.windows.sizes]
+    base = sizes[0]
     first, last = _ceil(start, HOUR), _floor(min(end, now), HOUR)  # closed hours: [first, last)
+    if base != "hour":  # nothing stores a part of a day (week): profile whole closed ones
+        first, last = _floor_size(first, base), _floor_size(last, base)
     result = ProfilingResult(spec.name)
     if last <= first:
         return result
@@ -1046,47 +1163,97 @@ def profile_windows(
     with warehouse.connect(url) as conn:
         references = _references(conn, spec.name)
     unbinned: set[str] = set()
-    day = _floor(first, DAY)
-    while day < last:
+    # one transaction per day (hours stored) or per base window
+    step = "day" if base == "hour" else base
+    window = _floor_size(first, step)
+    while window < last:
+        window_end = window + WINDOW_SIZES[step]
         hourly: list[tuple[_Grain, DatasetProfileView, int]] = []
-        hour = max(day, first)
+        hour = max(window, first)
         with warehouse.connect(url) as conn:
-            while hour < min(day + DAY, last):  # one hour of raw rows in memory at a time
+            while hour < min(window_end, last):  # one hour of raw rows in memory at a time
                 data = _read_raw(conn, spec, hour, hour + HOUR)
                 hourly += _hour_profiles(data, spec, columns, processes)
                 result.rows += len(data)
                 hour += HOUR
         hours = sorted({grain.window_start for grain, _, _ in hourly})
-        day_closed = day + DAY <= last
         with warehouse.connect(url) as conn, conn.transaction():
             lock_model(conn, "profiles", spec.name)
-            if hours:
-                conn.execute(
-                    "delete from profiles.whylogs_profiles where model_name = %s and window_size = 'hour' "
-                    "and window_start = any(%s)",
-                    (spec.name, hours),
-                )
-                _write_profiles(conn, spec, hourly, references)
-            if day_closed:
-                daily = _day_profiles(conn, spec, day, hourly)
-                if daily:
-                    conn.execute(
-                        "delete from profiles.whylogs_profiles where model_name = %s and window_size = 'day' "
-                        "and window_start = %s",
-                        (spec.name, day),
-                    )
-                    _write_profiles(conn, spec, daily, references)
-                    result.days.append(day)
-                    result.profiles += len(daily)
+            fresh: Sequence[tuple[_Grain, DatasetProfileView, int]] = hourly
+            part_size: str | None = None  # the stored size the next size is merged from (None: `fresh` only)
+            if base == "hour":
+                if hours:
+                    _replace_windows(conn, spec, "hour", hours, hourly, references)
+                    result.hours += hours
+                    result.profiles += len(hourly)
+                part_size = "hour"
+            for size in sizes:
+                if size == "hour":
+                    continue
+                # the `size` window this one ends, once it has closed (a week: on its last day)
+                touched = _floor_size(window, size)
+                closes = touched + WINDOW_SIZES[size]
+                if closes != window_end or closes > last:
+                    break
+                merged = _merged_profiles(conn, spec, size, touched, part_size, fresh) if (fresh or part_size) else []
+                if merged:
+                    _replace_windows(conn, spec, size, [touched], merged, references)
+                    result.windows.setdefault(size, []).append(touched)
+                    result.profiles += len(merged)
+                fresh, part_size = merged, size
         unbinned |= {grain.model_version for grain, _, _ in hourly if grain.model_version not in references}
-        result.hours += hours
-        result.profiles += len(hourly)
-        day += DAY
+        window = window_end
+    result.days = result.windows.get("day", [])
     result.unbinned_versions = sorted(unbinned)
     if unbinned:
         log.warning("%s: no reference profile for model_version %s: summaries written, bins not",
                     spec.name, ", ".join(result.unbinned_versions))  # fmt: skip
     result.seconds = time.perf_counter() - started
-    log.info("%s: %d hourly and %d daily windows profiled (%d profiles, %d rows) in %.1fs", spec.name,
-             len(result.hours), len(result.days), result.profiles, result.rows, result.seconds)  # fmt: skip
+    counts = [f"{len(result.hours)} hour", *(f"{len(v)} {k}" for k, v in result.windows.items())]
+    log.info("%s: %s windows profiled (%d profiles, %d rows) in %.1fs", spec.name, ", ".join(counts),
+             result.profiles, result.rows, result.seconds)  # fmt: skip
+    return result
+
+
+def profile_pending(url: str | None, spec: ModelSpec, now: datetime) -> ProfilingResult:
+    """What ``profile__<model>`` does: profile the windows touched by prediction files loaded since the
+    last run (to the end of their day, or week when the spec has weeks), and the windows that have
+    closed by `now` since the last run, loaded files or not (a day that got no file after its last one
+    still gets its daily profile). The marks live in ops.watermarks (``profile:<model>``: the newest
+    loaded_at profiled; ``profile_closed:<model>``: the clock of the last run)."""
+    now = _aware(now, "now")
+    url = warehouse.resolve_url(url)
+    mark, closed_mark = f"profile:{spec.name}", f"profile_closed:{spec.name}"
+    with warehouse.connect(url) as conn:
+        first, last, loaded_up_to = conn.execute(
+            """select min(min_event_ts), max(max_event_ts), max(loaded_at) from raw.ingest_files
+               where model_name = %s and kind = 'predictions' and status in ('loaded', 'changed') and rows_loaded > 0
+                 and loaded_at > coalesce((select value from ops.watermarks where name = %s), '-infinity')""",
+            (spec.name, mark),
+        ).fetchone()
+        closed = conn.execute("select value from ops.watermarks where name = %s", (closed_mark,)).fetchone()
+    largest = [size for size in WINDOW_SIZES if size in spec.windows.sizes][-1]
+    result = ProfilingResult(spec.name)
+    if first is not None:
+        start = _floor(first, HOUR)
+        # to the end of the last touched day (week), so it is (re)merged once it has closed
+        end = _floor_size(last, largest) + WINDOW_SIZES[largest]
+        result = profile_windows(url, spec, start, end, now=now)
+    if closed is not None and _floor(closed[0], DAY) < _floor(now, DAY):
+        # days (weeks) that closed since the last run: merged from what is stored
+        closing = profile_windows(url, spec, _floor(closed[0], DAY), _floor(now, DAY), now=now)
+        result.hours += [h for h in closing.hours if h not in result.hours]
+        for size, starts in closing.windows.items():
+            result.windows.setdefault(size, []).extend(s for s in starts if s not in result.windows.get(size, []))
+        result.days = result.windows.get("day", [])
+        result.profiles += closing.profiles
+        result.rows += closing.rows
+        result.unbinned_versions = sorted(set(result.unbinned_versions) | set(closing.unbinned_versions))
+    with warehouse.connect(url) as conn:
+        upsert = """insert into ops.watermarks (name, value) values (%s, %s)
+                    on conflict (name) do update set value = greatest(ops.watermarks.value, excluded.value),
+                    updated_at = now()"""
+        if loaded_up_to is not None:
+            conn.execute(upsert, (mark, loaded_up_to))
+        conn.execute(upsert, (closed_mark, now))
     return result

@@ -18,6 +18,7 @@ from driftloop.learn.data import TrainingData
 from driftloop.monitor.profiling import reference_profile, store_reference
 from driftloop.sim.world import FEATURE_PREFIX, Scenario, generate_predictions
 
+EXAMPLE_MODEL = "churn"  # the shipped example: the only model a simulated reference is made for unasked
 
 def simulated_training_data(spec: ModelSpec, rows: int, start: datetime, end: datetime, seed: int) -> TrainingData:
     """Training rows drawn from the simulator's world (the example model's "original" data): every row
@@ -51,7 +52,7 @@ def store_simulated_reference(
     url = warehouse.resolve_url(url)
     end = training_end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     frame = generate_predictions(spec, rows, end - timedelta(days=days), end, Scenario(seed=seed, model_version=model_version))
-    source = {"kind": "simulated training data", "seed": seed, "rows": rows, "until": end.isoformat()}
+    source = {"kind": "simulated training data", "simulated": True, "seed": seed, "rows": rows, "until": end.isoformat()}
     return store_reference(url, spec, reference_profile(spec, model_version, frame, source=source))
 
 

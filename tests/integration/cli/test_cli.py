@@ -47,3 +47,138 @@ def test_specs_validate(tmp_path):
     bad.write_text("name: churn\ntask: binary_classification\nclasses: [a]\nfeatures: []\n")
     done = runner.invoke(app, ["specs", "validate", str(bad)])
     assert done.exit_code == 1 and "needs exactly 2 classes" in done.output
+
+
+EXTERNAL_SPEC = """\
+name: external
+description: A binary model trained elsewhere.
+task: binary_classification
+classes: [0, 1]
+positive_class: 1
+features:
+  - {name: amount, type: numeric}
+  - {name: tier, type: categorical, categories: [0, 10, 20]}
+  - {name: is_new, type: boolean}
+"""
+
+
+@pytest.fixture
+def external_specs(tmp_path, monkeypatch):
+    """A specs folder with the example model and a model driftloop did not train."""
+    import shutil
+
+    from driftloop.core.settings import specs_dir
+
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    shutil.copy(specs_dir() / "churn.yaml", folder / "churn.yaml")
+    (folder / "external.yaml").write_text(EXTERNAL_SPEC)
+    monkeypatch.setenv("DRIFTLOOP_SPECS_DIR", str(folder))
+    return folder
+
+
+def _training_file(tmp_path, rows=6_000):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    amount = rng.lognormal(4, 1, rows)
+    score = 1 / (1 + np.exp(-(np.log(amount) - 4)))
+    frame = pd.DataFrame({
+        "amount": amount,
+        "tier": rng.choice([0, 10, 20], rows, p=[0.6, 0.3, 0.1]),  # integers, as the team's data has them
+        "is_new": rng.random(rows) < 0.2,
+        "customer_id": np.arange(rows),  # not a feature: reported
+        "p_default": score,
+        "predicted": (score > 0.5).astype(int),
+        "defaulted": (rng.random(rows) < score).astype(int),
+    })  # fmt: skip
+    path = tmp_path / "training.parquet"
+    frame.to_parquet(path)
+    return path, frame
+
+
+def test_register_stores_the_files_reference_its_baseline_and_reports_unused_columns(
+    warehouse_url, tmp_path, external_specs
+):
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    path, frame = _training_file(tmp_path)
+    done = runner.invoke(app, ["register", "--model", "external", "--version", "7", "--training-data", str(path),
+                               "--label-column", "defaulted", "--score-column", "p_default",
+                               "--prediction-column", "predicted", "--url", warehouse_url])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "columns NOT used" in done.output and "customer_id" in done.output
+    with psycopg.connect(warehouse_url) as conn:
+        (profile_id, is_simulated, source) = conn.execute(
+            "select profile_id, is_simulated, source from profiles.reference_profiles "
+            "where model_name = 'external' and model_version = '7'"
+        ).fetchone()
+        bins = conn.execute(
+            "select column_name, category, fraction from profiles.column_bins where profile_id = %s "
+            "and category is not null", (profile_id,)
+        ).fetchall()
+        summaries = {r[0]: r[1:] for r in conn.execute(
+            "select column_name, p25, p50, p75 from profiles.column_summaries where profile_id = %s", (profile_id,)
+        ).fetchall()}  # fmt: skip
+        (metrics,) = conn.execute(
+            "select metrics from ops.retrain_runs where model_name = 'external' and model_version = '7' "
+            "and trigger = 'external' and status = 'succeeded'"
+        ).fetchone()
+    assert is_simulated is False and source["unused_columns"] == ["customer_id"]
+    # category shares of the reference are the file's (integer categories taken as strings)
+    shares = {(c, v): f for c, v, f in bins}
+    tiers = frame["tier"].astype(str).value_counts(normalize=True)
+    for tier, share in tiers.items():
+        assert shares[("tier", tier)] == pytest.approx(share, abs=1e-12)
+    assert shares[("is_new", "True")] == pytest.approx(frame["is_new"].mean(), abs=1e-12)
+    predicted = frame["predicted"].astype(str).value_counts(normalize=True)
+    for value, share in predicted.items():
+        assert shares[("prediction.class", value)] == pytest.approx(share, abs=1e-12)
+    # quantiles within the KLL sketch's rank error
+    for column, values in (("amount", frame["amount"]), ("prediction.score.1", frame["p_default"])):
+        for stored, q in zip(summaries[column], (0.25, 0.5, 0.75), strict=True):
+            rank = (values <= stored).mean()
+            assert abs(rank - q) <= 0.01, (column, q, stored)
+    # the baseline quality the degradation trigger compares against
+    assert metrics["holdout"]["roc_auc"] == pytest.approx(roc_auc_score(frame["defaulted"], frame["p_default"]), abs=1e-12)
+    assert metrics["holdout"]["n"] == len(frame) and np.isfinite(metrics["holdout"]["log_loss"])
+
+
+def test_register_refuses_a_file_without_the_named_columns(warehouse_url, tmp_path, external_specs):
+    path, _ = _training_file(tmp_path, rows=500)
+    done = runner.invoke(app, ["register", "--model", "external", "--version", "7", "--training-data", str(path),
+                               "--score-column", "p_missing", "--url", warehouse_url])  # fmt: skip
+    assert done.exit_code == 1 and "no column 'p_missing'" in done.output
+
+
+def test_reference_refuses_simulated_data_for_a_model_that_is_not_the_example(warehouse_url, external_specs):
+    refused = runner.invoke(app, ["reference", "--model", "external", "--version", "1", "--url", warehouse_url])
+    assert refused.exit_code == 1 and "driftloop register" in refused.output
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("select count(*) from profiles.reference_profiles").fetchone() == (0,)
+    done = runner.invoke(app, ["reference", "--model", "external", "--version", "1", "--simulated", "--rows", "2000",
+                               "--url", warehouse_url])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("select is_simulated, source ->> 'kind' from profiles.reference_profiles").fetchall() == [
+            (True, "simulated training data")
+        ]
+
+
+def test_profile_command_profiles_what_the_dag_would(warehouse_url, tmp_path):
+    from datetime import timedelta
+
+    from driftloop.ingest.loader import ingest
+    from landing import NOW
+
+    spec = get_spec("churn")
+    events = [prediction(spec, request_ts=(NOW - timedelta(hours=3, minutes=i)).isoformat()) for i in range(30)]
+    land(tmp_path, "churn", "predictions", "p.jsonl", events)
+    ingest(spec, landing_root=str(tmp_path), url=warehouse_url, now=NOW)
+    done = runner.invoke(app, ["profile", "--model", "churn", "--now", NOW.isoformat(), "--url", warehouse_url])
+    assert done.exit_code == 0, done.output
+    assert "2 hour" in done.output and "no reference for version(s)" in done.output
+    again = runner.invoke(app, ["profile", "--model", "churn", "--now", NOW.isoformat(), "--url", warehouse_url])
+    assert again.exit_code == 0 and "0 hour" in again.output

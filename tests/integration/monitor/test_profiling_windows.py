@@ -337,3 +337,62 @@ def test_read_raw_types_features_by_the_spec(url):
     assert isinstance(data["prediction.score.churn"].iloc[0], float) and pd.api.types.is_integer_dtype(
         data["hour"]
     )
+
+
+def _spec_with_sizes(sizes: list[str]):
+    """The churn spec with other window sizes (and no alert rules, which name hourly windows)."""
+    from driftloop.core.spec import ModelSpec
+
+    raw = SPEC.model_dump(mode="json")
+    raw["windows"]["sizes"] = sizes
+    raw["alerts"]["rules"] = []
+    return ModelSpec.model_validate(raw)
+
+
+@pytest.mark.slow  # a dbt build of the marts
+def test_a_spec_with_day_windows_builds_no_hourly_profile_or_mart_row(url, tmp_path):
+    from driftloop.core import warehouse
+    from driftloop.monitor import dbt_runner
+
+    spec = _spec_with_sizes(["day"])
+    warehouse.sync_specs(url, {"churn": spec})
+    # GIVEN files that touched the second day's morning only; WHEN profiling runs to the end of that day
+    result = profile_windows(url, spec, D1 + timedelta(hours=2), D1 + timedelta(days=1), now=NOW)
+    # THEN the whole closed day is profiled from raw (nothing stores a part of it), no hour is
+    assert result.hours == [] and result.days == [D1] and result.rows > 0
+    assert query(url, "select distinct window_size from profiles.whylogs_profiles order by 1") == [("day",), ("reference",)]
+    # the day equals profiling its raw rows at once (the merge of its hours, in memory)
+    day_rows = query(url, "select sum(n_rows) from profiles.whylogs_profiles where window_size = 'day' and segment = %s", (ALL,))
+    assert day_rows == [(len(landed_frames_rows(url, D1)),)]
+    profile_windows(url, spec, D0, END, now=NOW)
+    dbt_runner.build(url, select=["+fct_feature_drift", "+fct_prediction_drift", "+fct_model_quality", "+fct_latency"],
+                     target_path=tmp_path / "target", log_path=tmp_path / "logs", as_of=NOW)  # fmt: skip
+    for mart in ("fct_feature_drift", "fct_prediction_drift", "fct_model_quality", "fct_latency"):
+        sizes = query(url, f"select window_size, count(*) from marts.{mart} group by 1 order by 1")
+        assert [size for size, _ in sizes] == ["day"], (mart, sizes)
+    drift_days = query(url, "select distinct window_start from marts.fct_feature_drift order by 1")
+    assert drift_days == [(D0,), (D1,)]
+
+
+def landed_frames_rows(url, day):
+    return query(url, "select 1 from raw.predictions where request_ts >= %s and request_ts < %s and error is null",
+                 (day, day + timedelta(days=1)))  # fmt: skip
+
+
+def test_week_windows_close_by_the_clock_and_merge_their_days(url):
+    spec = _spec_with_sizes(["day", "week"])
+    monday = datetime(2026, 11, 16, tzinfo=UTC)  # the week of D0 (Wednesday) and D1
+    # before the week has ended: its days, no week
+    early = profile_windows(url, spec, D0, monday + timedelta(days=7), now=NOW)
+    assert early.days == [D0, D1] and early.windows.get("week") is None
+    # once the clock passes Monday the 23rd the week closes, without any new file: merged from the stored days
+    later = profile_windows(url, spec, monday + timedelta(days=4), monday + timedelta(days=7),
+                            now=monday + timedelta(days=7, minutes=5))  # fmt: skip
+    assert later.windows["week"] == [monday] and later.rows == 0
+    week = query(url, "select model_version, variant, segment, window_end, n_rows from profiles.whylogs_profiles "
+                      "where window_size = 'week' order by 1, 2, 3")  # fmt: skip
+    days = query(url, "select model_version, variant, segment, sum(n_rows) from profiles.whylogs_profiles "
+                      "where window_size = 'day' group by 1, 2, 3 order by 1, 2, 3")  # fmt: skip
+    assert [(v, a, s, n) for v, a, s, _, n in week] == [tuple(d) for d in days]
+    assert {end for *_, end, _ in week} == {monday + timedelta(days=7)}
+    assert query(url, "select count(*) from profiles.whylogs_profiles where window_size = 'hour'") == [(0,)]

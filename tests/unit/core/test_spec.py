@@ -43,9 +43,13 @@ BAD_SPECS = [
     ({"task": "regression"}, "task: Input should be 'binary_classification' or 'multiclass_classification'"),
     ({"classes": ["stay"]}, "binary_classification needs exactly 2 classes"),
     ({"positive_class": "leave"}, "positive_class 'leave' is not one of classes"),
-    ({"features.0.type": "text"}, "features.0.type: Input should be 'numeric', 'categorical' or 'boolean'"),
-    ({"features.0.min": 500}, "features.0: min (500.0) must be <= max (240.0)"),
-    ({"features.7.categories": []}, "features.7: categorical features need a non-empty 'categories' list"),
+    # features are named by name, not position
+    ({"features.0.type": "text"}, "features.tenure_months.type: Input should be 'numeric', 'categorical' or 'boolean'"),
+    ({"features.0.min": 500}, "features.tenure_months: min (500.0) must be <= max (240.0)"),
+    ({"features.7.categories": []}, "features.contract_type: categorical features need a non-empty 'categories' list"),
+    ({"features.8.categories": ["card", ["nested"]]}, "features.payment_method.categories.1: Input should be a valid string"),
+    ({"drift.statistic.numeric": "chi2"}, "drift.statistic.numeric: Input should be 'js', 'psi' or 'ks'"),
+    ({"windows.sizes": ["minute"]}, "windows.sizes.0: Input should be 'hour', 'day' or 'week'"),
     ({"features.1.name": "tenure_months"}, "feature names must be unique (repeated: tenure_months)"),
     ({"windows.expected_label_delay": "three days"}, "windows.expected_label_delay: a duration like"),
     ({"windows.min_label_coverage": 1.5}, "windows.min_label_coverage: Input should be less than or equal to 1"),
@@ -61,6 +65,11 @@ def test_bad_spec_names_file_field_and_expectation(tmp_path, changes, expected):
         load_spec(path)
     message = str(caught.value)
     assert message.startswith(str(path)) and expected in message
+
+
+def test_integer_categories_are_taken_as_their_strings(tmp_path):
+    path = _write(tmp_path, {"features.9.categories": [0, 10, 20]})
+    assert load_spec(path).feature("plan").categories == ["0", "10", "20"]
 
 
 def test_name_must_match_file(tmp_path):

@@ -1,0 +1,255 @@
+"""Drift statistics on a reference's bins, and the null model that makes their thresholds.
+
+The drift marts (dbt) compute PSI and the Jensen-Shannon distance from ``profiles.column_bins``;
+this module has the same two formulas in numpy (the simulation tests and the null model use them),
+and what SQL cannot do from bins:
+
+* **Kolmogorov-Smirnov** for numeric columns, from the sketches: the window's KLL CDF against the
+  reference's CDF (1,001 quantiles stored with the reference, interpolated), taken at the window's
+  sample points and the reference's quantiles; with its two-sided asymptotic p-value at the window's
+  n and the reference's (``scipy.stats.kstwo`` at ``n m / (n + m)``, what ``ks_2samp(method="asymp")``
+  uses).
+* **Chi-square** for categorical and boolean columns: the 2 x k contingency table of the reference's
+  and the window's counts on the reference's categories (``__other__`` included), no continuity
+  correction (``scipy.stats.chi2_contingency(..., correction=False)``).
+* **The null model** (:func:`null_model`): for each statistic and each window size on a grid of row
+  counts, the mean and standard deviation of the statistic over windows of that many rows drawn from
+  the reference itself (NannyML's way of learning thresholds from the reference's own
+  chunk-to-chunk variability). A window of n rows is then judged against ``mean + k * sd`` at n
+  (interpolated on the grid in log n): the threshold follows the sampling noise of the window's size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "NULL_SIZES",
+    "QUANTILE_POINTS",
+    "STATISTICS",
+    "chi2_test",
+    "js_distance",
+    "ks_p_value",
+    "ks_statistic",
+    "null_at",
+    "null_model",
+    "psi",
+    "reference_cdf",
+]
+
+STATISTICS = ("psi", "js", "ks", "chi2")
+PSI_EPSILON = 1e-4  # dbt_project/macros/drift.sql: psi_epsilon()
+QUANTILE_POINTS = 1001  # reference quantiles kept for the KS statistic (ranks 0, 0.001, ..., 1)
+# window sizes (rows) the null model is learned at; a window between two is interpolated in log n
+NULL_SIZES = (25, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+_NULL_VALUES_PER_SIZE = 1_000_000  # rows drawn per window size and column (bounds the time)
+# windows per size: enough for a stable sd of a skewed statistic (chi-square with 1 dof) where they are
+# cheap; KS (a sort per window) on the first _MAX_KS_WINDOWS of them
+_MIN_NULL_WINDOWS, _MAX_NULL_WINDOWS, _MAX_KS_WINDOWS = 40, 500, 150
+KS_GRID_STEP = 5  # KS is also taken at every 5th reference quantile (201 points) besides the window's values
+
+
+# --------------------------------------------------------------------------------------------------
+# The statistics
+
+
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> np.ndarray | float:
+    """PSI on the same bins (last axis), each fraction floored at 1e-4, like the marts' macro."""
+    e = np.maximum(np.asarray(expected, dtype=float), PSI_EPSILON)
+    a = np.maximum(np.asarray(actual, dtype=float), PSI_EPSILON)
+    return np.sum((a - e) * np.log(a / e), axis=-1)
+
+
+def js_distance(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> np.ndarray | float:
+    """Jensen-Shannon distance, base 2, on the same bins (last axis): scipy's ``jensenshannon(p, q, base=2)``."""
+    e = np.asarray(expected, dtype=float)
+    a = np.asarray(actual, dtype=float)
+    m = (e + a) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(a > 0, a * np.log(a / m), 0.0) + np.where(e > 0, e * np.log(e / m), 0.0)
+    divergence = np.clip(np.sum(terms, axis=-1) / (2 * math.log(2)), 0.0, 1.0)
+    return np.sqrt(divergence)
+
+
+def reference_cdf(quantiles: Sequence[float], points: np.ndarray) -> np.ndarray:
+    """The reference's CDF P(X <= x) at `points`, from its quantiles at evenly spaced ranks 0..1,
+    linear between quantiles (a run of equal quantiles, i.e. a repeated value, jumps at that value)."""
+    q = np.asarray(quantiles, dtype=float)
+    ranks = np.linspace(0.0, 1.0, len(q))
+    points = np.asarray(points, dtype=float)
+    right = np.searchsorted(q, points, side="right")  # quantiles <= x
+    out = np.empty(len(points))
+    below, above = right == 0, right >= len(q)
+    out[below], out[above] = 0.0, 1.0
+    inside = ~(below | above)
+    idx = right[inside]
+    lower, upper = q[idx - 1], q[idx]
+    width = upper - lower
+    share = np.where(width > 0, (points[inside] - lower) / np.where(width > 0, width, 1.0), 0.0)
+    out[inside] = ranks[idx - 1] + share * (ranks[idx] - ranks[idx - 1])
+    return out
+
+
+def ks_statistic(quantiles: Sequence[float], sample_points: np.ndarray, sample_cdf: np.ndarray,
+                 grid_cdf: np.ndarray) -> float:
+    """sup |F_reference - F_window| over the window's points and the reference's quantiles.
+
+    `sample_points`: the window's distinct values (or its sketch's quantiles), ascending, with
+    `sample_cdf` the window's P(X <= x) there; `grid_cdf`: the window's P(X <= q) at every 5th of the
+    reference's quantiles `quantiles`. Just below a window point the window's CDF is the previous point's."""
+    q = np.asarray(quantiles, dtype=float)
+    at_points = reference_cdf(q, sample_points)
+    before = np.concatenate([[0.0], sample_cdf[:-1]])
+    # the reference just below each window point (the window's CDF jumps there): the same value,
+    # less the reference's own jump at it, which reference_cdf puts after the point
+    d_points = np.max(np.abs(at_points - sample_cdf), initial=0.0)
+    d_before = np.max(np.abs(reference_cdf(q, np.nextafter(sample_points, -np.inf)) - before), initial=0.0)
+    d_grid = np.max(np.abs(reference_cdf(q, q[::KS_GRID_STEP]) - grid_cdf), initial=0.0)
+    return float(max(d_points, d_before, d_grid))
+
+
+def ks_p_value(statistic: float, n: float, m: float) -> float:
+    """Two-sided asymptotic p-value of a two-sample KS statistic (scipy's ks_2samp, method="asymp")."""
+    from scipy.stats import kstwo
+
+    if n <= 0 or m <= 0:
+        return float("nan")
+    effective = round(n * m / (n + m))
+    return float(np.clip(kstwo.sf(statistic, max(effective, 1)), 0.0, 1.0))
+
+
+def chi2_test(reference_counts: Sequence[float], window_counts: Sequence[float]) -> tuple[float, int, float]:
+    """Chi-square test of homogeneity of the 2 x k table (reference, window) on the same categories:
+    (statistic, degrees of freedom, p-value); categories empty on both sides are left out."""
+    from scipy.stats import chi2
+
+    ref = np.asarray(reference_counts, dtype=float)
+    win = np.asarray(window_counts, dtype=float)
+    keep = (ref + win) > 0
+    ref, win = ref[keep], win[keep]
+    if len(ref) < 2 or ref.sum() <= 0 or win.sum() <= 0:
+        return 0.0, 0, 1.0
+    statistic = float(_chi2_statistics(ref, win[None, :])[0])
+    dof = len(ref) - 1
+    return statistic, dof, float(chi2.sf(statistic, dof))
+
+
+def _chi2_statistics(reference_counts: np.ndarray, window_counts: np.ndarray) -> np.ndarray:
+    """Chi-square statistic of (reference, window_i) for each row of window_counts."""
+    ref = reference_counts[None, :]
+    totals = ref.sum() + window_counts.sum(axis=1, keepdims=True)
+    column = ref + window_counts
+    expected_ref = column * ref.sum() / totals
+    expected_win = column * window_counts.sum(axis=1, keepdims=True) / totals
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(expected_ref > 0, (ref - expected_ref) ** 2 / expected_ref, 0.0) + np.where(
+            expected_win > 0, (window_counts - expected_win) ** 2 / expected_win, 0.0
+        )
+    return terms.sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The null model
+
+
+def _categories_of(values: pd.Series, categories: Sequence[str]) -> np.ndarray:
+    """Bin index of every non-null value: its category's position, else len(categories) (__other__)."""
+    text = values.dropna().astype(str).to_numpy()
+    index = {c: i for i, c in enumerate(categories)}
+    return np.fromiter((index.get(v, len(categories)) for v in text), dtype=np.int64, count=len(text))
+
+
+def null_model(
+    data: pd.DataFrame, edges: Mapping[str, Mapping[str, Any]], *, seed: int = 0,
+    sizes: Sequence[int] = NULL_SIZES,
+) -> dict[str, dict[str, list[list[float]]]]:
+    """Mean and sd of each statistic over windows of n rows drawn from the reference `data` itself.
+
+    `data`: the reference's profiling frame (:func:`driftloop.monitor.profiling.profiling_frame`);
+    `edges`: its bin edges with the reference's ``fractions``, ``n`` and (numeric) ``quantiles``.
+    For each size n in `sizes` with at least two windows' worth of values, windows of n values are
+    drawn without replacement (a random permutation cut into consecutive runs, repeated), binned on
+    the reference's bins and compared with the reference as a window is. Returns
+    ``{column: {statistic: [[n, mean, sd], ...]}}`` (numeric: psi, js, ks; others: psi, js, chi2)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for name, entry in edges.items():
+        if name not in data.columns or not entry.get("fractions"):
+            continue
+        expected = np.asarray(entry["fractions"], dtype=float)
+        numeric = entry["type"] == "numeric"
+        if numeric:
+            values = data[name].dropna().to_numpy(dtype=float)
+            bins = np.searchsorted(np.asarray(entry["edges"], dtype=float), values, side="left")
+            quantiles = np.asarray(entry["quantiles"], dtype=float)
+            # the reference's CDF at every value (and just below it) and at its own quantiles, once
+            at_values = reference_cdf(quantiles, values)
+            before_values = reference_cdf(quantiles, np.nextafter(values, -np.inf))
+            at_grid = reference_cdf(quantiles, quantiles[::KS_GRID_STEP])
+        else:
+            values = data[name]
+            bins = _categories_of(values, entry["categories"])
+        n_values = len(bins)
+        reference_counts = expected * float(entry["n"])
+        stats: dict[str, list[list[float]]] = {s: [] for s in (("psi", "js", "ks") if numeric else ("psi", "js", "chi2"))}
+        for size in sizes:
+            if n_values < 2 * size:
+                break
+            windows = int(np.clip(_NULL_VALUES_PER_SIZE // size, _MIN_NULL_WINDOWS, _MAX_NULL_WINDOWS))
+            per_permutation = n_values // size
+            rows = np.concatenate([
+                rng.permutation(n_values)[: per_permutation * size].reshape(per_permutation, size)
+                for _ in range(math.ceil(windows / per_permutation))
+            ])[:windows]  # fmt: skip
+            flat = np.repeat(np.arange(len(rows)) * len(expected), size) + bins[rows].ravel()
+            counts = np.bincount(flat, minlength=len(rows) * len(expected)).reshape(len(rows), -1).astype(float)
+            actual = counts / size
+            samples = {"psi": psi(expected, actual), "js": js_distance(expected, actual)}
+            if numeric:
+                samples["ks"] = _null_ks(values, rows[:_MAX_KS_WINDOWS], quantiles, at_values, before_values, at_grid)
+            else:
+                samples["chi2"] = _chi2_statistics(reference_counts, counts)
+            for statistic, sample in samples.items():
+                stats[statistic].append([float(size), float(np.mean(sample)), float(np.std(sample, ddof=1))])
+        out[name] = stats
+    return out
+
+
+def _null_ks(values: np.ndarray, rows: np.ndarray, quantiles: np.ndarray, at_values: np.ndarray,
+             before_values: np.ndarray, at_grid: np.ndarray) -> np.ndarray:
+    """ks_statistic of each window (a row of indices into `values`), with the reference's CDF
+    precomputed at every value (`at_values`, `before_values`: just below it) and its quantiles."""
+    size = rows.shape[1]
+    order = np.argsort(values[rows], axis=1, kind="stable")
+    ranked = np.take_along_axis(rows, order, axis=1)
+    sorted_values = values[ranked]
+    out = np.empty(len(rows))
+    for i in range(len(rows)):
+        window = sorted_values[i]
+        cdf = np.searchsorted(window, window, side="right") / size  # P(X <= x), ties included
+        before = np.searchsorted(window, window, side="left") / size  # P(X < x)
+        grid = np.searchsorted(window, quantiles[::KS_GRID_STEP], side="right") / size
+        out[i] = max(
+            np.max(np.abs(at_values[ranked[i]] - cdf)),
+            np.max(np.abs(before_values[ranked[i]] - before)),
+            np.max(np.abs(at_grid - grid)),
+        )
+    return out
+
+
+def null_at(null: Mapping[str, Sequence[Sequence[float]]] | None, statistic: str, n: float) -> tuple[float, float] | None:
+    """(mean, sd) of `statistic` for a window of `n` values: interpolated in log n between the sizes
+    it was learned at; the nearest learned size outside them. None when nothing was learned."""
+    points = (null or {}).get(statistic) or []
+    if not points or n <= 0:
+        return None
+    sizes = np.log([p[0] for p in points])
+    x = math.log(n)
+    mean = float(np.interp(x, sizes, [p[1] for p in points]))
+    sd = float(np.interp(x, sizes, [p[2] for p in points]))
+    return mean, sd
