@@ -60,7 +60,10 @@ def run_ingest(model_name: str, kind: str, run_id: str, now: Any = None) -> dict
         "files": len(result.files),
         "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected,
+        "n_files_failed": len(failed),
         "files_failed": failed,
+        "files_skipped": [f.path for f in result.files if f.status == "skipped"],
+        "files_changed": [f.path for f in result.files if f.status == "changed"],
         "files_in_progress": [f.path for f in result.files if f.status == "in_progress"],
     }
     log.info("ingest %s %s: %s", model_name, kind, summary)
@@ -112,6 +115,31 @@ def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
                "profiles": result.profiles, "rows": result.rows, "unbinned_versions": result.unbinned_versions}  # fmt: skip
     log.info("profiled %s: %s", model_name, summary)
     return summary
+
+
+def run_metrics_build(as_of: Any = None) -> dict[str, Any]:
+    """The metrics DAG's one ``dbt build`` (models, unit and data tests) with the run's clock as ``as_of``
+    (None: when dbt starts). Logs and returns every node's status and seconds; a failure raises
+    :class:`~driftloop.monitor.dbt_runner.DbtRunError` naming the failing nodes. Its own target path:
+    a build never shares dbt's run files with another dbt command."""
+    import tempfile
+    import time
+    from collections import Counter
+
+    from driftloop.core import warehouse
+    from driftloop.monitor.dbt_runner import build, node_results
+
+    url = warehouse.resolve_url(use_airflow=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="driftloop-build-") as scratch:
+        result = build(url, as_of=_aware(as_of), target_path=f"{scratch}/target", log_path=f"{scratch}/logs")
+    seconds = round(time.perf_counter() - started, 2)
+    nodes = node_results(result)
+    for row in nodes:
+        log.info("dbt %-8s %7.2fs  %s", row["status"], row["seconds"], row["node"])
+    counts = dict(Counter(row["status"] for row in nodes))
+    log.info("dbt build: %d nodes in %.1f s: %s", len(nodes), seconds, counts)
+    return {"seconds": seconds, "counts": counts, "nodes": nodes}
 
 
 def run_source_freshness() -> dict[str, Any]:
