@@ -51,10 +51,11 @@ def build_promote_dag(spec: ModelSpec):
             return gate
 
         @task
-        def start_experiment(gate: dict, run_id: str | None = None) -> str:
+        def start_experiment(gate: dict, run_id: str | None = None, **context) -> str:
+            from driftloop.airflow.tasks import run_clock
             from driftloop.airflow.tasks import start_experiment as start
 
-            return start(spec.name, gate, run_id or "manual")
+            return start(spec.name, gate, run_id or "manual", now=run_clock(context))
 
         decide_when_ready = ExperimentLookSensor(
             task_id="decide_when_ready", model_name=spec.name, phase="experiment",

@@ -231,14 +231,15 @@ def run_offline_gate(model_name: str, run_id: str) -> dict[str, Any]:
             "champion_version": champion.version}  # fmt: skip
 
 
-def start_experiment(model_name: str, gate: dict[str, Any], run_id: str) -> str:
+def start_experiment(model_name: str, gate: dict[str, Any], run_id: str, now: Any = None) -> str:
+    """Open the experiment at the run's clock ``now`` (default: the database's now)."""
     from driftloop.core import warehouse
     from driftloop.core.spec import get_spec
     from driftloop.promote import experiments
 
     return experiments.start_experiment(
         warehouse.resolve_url(use_airflow=True), get_spec(model_name), gate["champion_version"],
-        gate["challenger_version"], airflow_run_id=run_id,
+        gate["challenger_version"], airflow_run_id=run_id, now=now,
     )  # fmt: skip
 
 

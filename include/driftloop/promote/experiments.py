@@ -84,9 +84,11 @@ def watching_experiment(url: str, model_name: str) -> dict[str, Any] | None:
 
 
 def start_experiment(url: str, spec: ModelSpec, champion_version: str, challenger_version: str, *,
-                     airflow_run_id: str | None = None, retrain_run_id: int | None = None) -> str:  # fmt: skip
+                     airflow_run_id: str | None = None, retrain_run_id: int | None = None,
+                     now: datetime | None = None) -> str:  # fmt: skip
     """Open the experiment and give the challenger the first share. Idempotent for the same challenger;
-    another running experiment of the model, or a watch in progress, raises :class:`ExperimentConflict`."""
+    another running experiment of the model, or a watch in progress, raises :class:`ExperimentConflict`.
+    ``now`` is the run's clock: the experiment starts there (default: the database's now)."""
     online = spec.promotion.online
     experiment_id = f"{spec.name}-v{champion_version}-vs-v{challenger_version}"
     share = online.ramp_steps[0]
@@ -104,16 +106,17 @@ def start_experiment(url: str, spec: ModelSpec, champion_version: str, challenge
             raise ExperimentConflict(f"{spec.name}: experiment {busy[0]} {what}")
         conn.execute(
             "insert into ops.experiments (experiment_id, model_name, champion_version, challenger_version, strategy, "
-            "status, policy, retrain_run_id) values (%s, %s, %s, %s, %s, 'running', %s::jsonb, %s)",
+            "status, policy, retrain_run_id, started_at) values (%s, %s, %s, %s, %s, 'running', %s::jsonb, %s, "
+            "coalesce(%s, now()))",
             (experiment_id, spec.name, champion_version, challenger_version, online.strategy,
-             spec.promotion.model_dump_json(include={"online", "watch"}), retrain_run_id),
+             spec.promotion.model_dump_json(include={"online", "watch"}), retrain_run_id, now),
         )  # fmt: skip
         _set_allocation(conn, spec.name, experiment_id, champion_version, challenger_version, share)
         how = "canary" if online.strategy == "canary" else online.strategy.replace("_", "-")
         reason = f"{how}: version {challenger_version} gets {share:.0%} of the units, version {champion_version} the rest"
         record_decision(conn, spec.name, experiment_id=experiment_id, step="allocation", decision="start", reason=reason,
                         evidence={"treatment_share": share, "strategy": online.strategy},
-                        airflow_run_id=airflow_run_id)  # fmt: skip
+                        airflow_run_id=airflow_run_id, decided_at=now)  # fmt: skip
         _notify(conn, spec, experiment_id, "start", reason)
     return experiment_id
 
@@ -264,7 +267,7 @@ def _finish(conn, spec: ModelSpec, experiment: dict[str, Any], action: str, cham
     record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="allocation", decision=TERMINAL[action],
                     reason=reason, evidence={"champion_version": champion, "treatment_share": 0.0,
                                              "watch_window_hours": window / timedelta(hours=1)},
-                    airflow_run_id=airflow_run_id)  # fmt: skip
+                    airflow_run_id=airflow_run_id, decided_at=as_of)  # fmt: skip
     _notify(conn, spec, experiment["experiment_id"], action, reason)
 
 
@@ -362,14 +365,14 @@ def step_experiment(url: str | None, spec: ModelSpec, *, as_of: datetime | None 
         lock_model(conn, "experiment", spec.name)
         record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="sequential_test",
                         decision=decision.action, reason=decision.reason, evidence=record,
-                        airflow_run_id=airflow_run_id)  # fmt: skip
+                        airflow_run_id=airflow_run_id, decided_at=as_of)  # fmt: skip
         if decision.action in ALLOCATION_CHANGES:
             _set_allocation(conn, spec.name, experiment["experiment_id"], experiment["champion_version"],
                             experiment["challenger_version"], decision.next_allocation)  # fmt: skip
             record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="allocation",
                             decision=decision.action, reason=decision.reason,
                             evidence={"treatment_share": decision.next_allocation, "effective_at": as_of},
-                            airflow_run_id=airflow_run_id)  # fmt: skip
+                            airflow_run_id=airflow_run_id, decided_at=as_of)  # fmt: skip
             if decision.next_allocation != evidence.treatment_share:
                 _notify(conn, spec, experiment["experiment_id"], f"{decision.action} to {decision.next_allocation:.0%}",
                         decision.reason)  # fmt: skip
@@ -432,7 +435,7 @@ def step_watch(url: str | None, spec: ModelSpec, *, as_of: datetime | None = Non
         lock_model(conn, "experiment", spec.name)
         record_decision(conn, spec.name, experiment_id=experiment["experiment_id"], step="watch",
                         decision=decision.action, reason=decision.reason, evidence=record,
-                        airflow_run_id=airflow_run_id)  # fmt: skip
+                        airflow_run_id=airflow_run_id, decided_at=as_of)  # fmt: skip
         if decision.action == "keep":
             conn.execute("update ops.experiments set watch_status = 'passed' where experiment_id = %s "
                          "and watch_status = 'watching'", (experiment["experiment_id"],))  # fmt: skip

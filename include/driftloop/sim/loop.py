@@ -242,8 +242,8 @@ class Loop:
     def _looked_at(self, now: datetime) -> bool:
         with psycopg.connect(self.url) as conn:
             row = conn.execute(
-                "select 1 from ops.decisions where model_name = %s and step in ('offline_gate', 'sequential_test', "
-                "'watch') and coalesce(cast(evidence ->> 'as_of' as timestamptz), decided_at) >= %s limit 1",
+                "select 1 from ops.decisions where model_name = %s and step in ('sequential_test', 'watch') "
+                "and decided_at >= %s limit 1",
                 (self.model_name, now),
             ).fetchone()
         return row is not None

@@ -7,7 +7,7 @@ evidence queries, the decision and the registry are the real ones."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -178,6 +178,27 @@ def test_a_crash_between_the_alias_and_the_allocation_is_repaired_by_the_next_lo
     repaired = state(url)
     assert repaired["champion"] == "2" and repaired["allocation"] == (None, "2", None, 0.0)
     assert repaired["experiments"] == [(experiment_id, "promoted")]
+
+
+def test_a_stated_clock_starts_the_experiment_and_dates_every_decision(world):
+    # GIVEN a run that states its clock (a replay, a simulation) two weeks before the wall clock
+    url, tmp = world
+    spec = experiment_spec()
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=14)
+    experiment_id = experiments.start_experiment(url, spec, "1", "2", now=now)
+    assert started(url) == now  # the experiment starts at the stated clock, not the database's
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.70, "2": 0.92}, start=now + timedelta(minutes=1))
+    # WHEN the look at now + 3 h decides
+    decision = experiments.step_experiment(url, spec, as_of=now + timedelta(hours=3))
+    # THEN every decision is dated by the clock of the step that made it, and the traffic counted
+    assert decision.action == "promote", decision.reason
+    with psycopg.connect(url) as conn:
+        dated = conn.execute("select step, decision, decided_at from ops.decisions where experiment_id = %s "
+                             "order by decision_id", (experiment_id,)).fetchall()  # fmt: skip
+        ended = conn.execute("select ended_at from ops.experiments where experiment_id = %s", (experiment_id,)).fetchone()[0]
+    assert dated == [("allocation", "start", now), ("sequential_test", "promote", now + timedelta(hours=3)),
+                     ("allocation", "promoted", now + timedelta(hours=3))]  # fmt: skip
+    assert ended == now + timedelta(hours=3)
 
 
 def test_one_experiment_per_model_at_a_time(world):
