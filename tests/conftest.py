@@ -109,3 +109,17 @@ def mlflow_store(tmp_path):
     previous = use_mlflow_store(tmp_path / "mlflow")
     yield tmp_path / "mlflow"
     restore_mlflow_store(previous)
+
+
+@pytest.fixture
+def spec():
+    """The example model's spec (a test module that needs another one defines its own ``spec``)."""
+    from driftloop.core.spec import get_spec
+
+    return get_spec("churn")
+
+
+@pytest.fixture
+def root(tmp_path):
+    """An empty landing zone in the test's tmp folder."""
+    return tmp_path / "landing"

@@ -80,3 +80,10 @@ def land(root: Path, model: str, kind: str, name: str, payload: bytes | list[Any
 def age_file(path: Path, age: timedelta, now: datetime = NOW) -> None:
     stamp = (now - age).timestamp() if now else time.time() - age.total_seconds()
     os.utime(path, (stamp, stamp))
+
+
+def ingest_at_now(spec: ModelSpec, root: Path, url: str, **kwargs: Any):
+    """driftloop's ingest of the landing zone ``root`` at the tests' clock NOW."""
+    from driftloop.ingest.loader import ingest
+
+    return ingest(spec, landing_root=str(root), url=url, now=NOW, **kwargs)

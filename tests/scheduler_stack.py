@@ -126,7 +126,18 @@ class AirflowStack:
                 return value
             if time.monotonic() > deadline:
                 raise StackError(f"gave up waiting for {what} after {timeout:.0f} s\n{self.logs()}")
-            time.sleep(interval)
+            self._wait_for_an_exit(interval)
+
+    def _wait_for_an_exit(self, timeout: float) -> None:
+        """Between two probes: wait (at most ``timeout``) for the scheduler, or else any component, to exit,
+        so a crash is reported at once by the next check_alive rather than after the next probe."""
+        process = self.processes.get("scheduler") or next(iter(self.processes.values()), None)
+        if process is None:
+            raise StackError("no Airflow component is running: start() the stack before waiting on it")
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
 
     # -- REST API ---------------------------------------------------------------------------------
 

@@ -35,13 +35,20 @@ def signature(spec: ModelSpec):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+def typed_features(features: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """One column per feature (a missing one all null), in the dtypes the signature declares: numbers as
+    float64, categories and booleans as plain objects with None for missing. pandas' category or nullable
+    dtypes would fail MLflow's schema enforcement."""
+    typed = features.reindex(columns=[f.name for f in spec.features])
+    for feature in spec.features:
+        column = typed[feature.name]
+        if feature.type is FeatureType.numeric:
+            typed[feature.name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        else:
+            typed[feature.name] = column.astype(object).where(column.notna(), None)
+    return typed
+
+
 def input_example(features: pd.DataFrame, spec: ModelSpec, rows: int = 5) -> pd.DataFrame:
     """A few rows of contract features with the dtypes the signature declares."""
-    example = features[[f.name for f in spec.features]].head(rows).copy()
-    for feature in spec.features:
-        column = example[feature.name]
-        if feature.type is FeatureType.numeric:
-            example[feature.name] = pd.to_numeric(column, errors="coerce").astype("float64")
-        else:
-            example[feature.name] = column.astype(object).where(column.notna(), None)
-    return example
+    return typed_features(features.head(rows), spec)

@@ -223,21 +223,10 @@ class Router:
         return events
 
     def _model_input(self, frame):
-        """One column per feature, typed as the models' signature says (numbers as float64; categories and
-        booleans as plain objects with None for missing): pandas' category or nullable dtypes would fail
-        MLflow's schema enforcement for every request of the batch."""
-        import pandas as pd
+        """The batch as the models' signature types it (driftloop.learn.pyfunc.typed_features), indexed 0..n-1."""
+        from driftloop.learn.pyfunc import typed_features
 
-        from driftloop.core.spec import FeatureType
-
-        frame = frame.reindex(columns=self._features).reset_index(drop=True)
-        for feature in self.spec.features:
-            column = frame[feature.name]
-            if feature.type is FeatureType.numeric:
-                frame[feature.name] = pd.to_numeric(column, errors="coerce").astype("float64")
-            else:
-                frame[feature.name] = column.astype(object).where(column.notna(), None)
-        return frame
+        return typed_features(frame.reset_index(drop=True), self.spec)
 
     def _event(self, features, unit_id, segment, prediction_id, request_ts, variant, version, experiment_id,
                latency_ms, output, error) -> dict[str, Any]:  # fmt: skip

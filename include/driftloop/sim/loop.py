@@ -256,7 +256,10 @@ class Loop:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"promote__{self.model_name} made no look at {now} in {LOOK_WAIT_SECONDS:.0f} s "
                                    f"(see {self.home / 'logs'})")  # fmt: skip
-            time.sleep(0.2)
+            try:  # between two checks of ops.decisions, the run ending is the other thing worth waking for
+                self._promote.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
         self.timings["promote_wait"] = self.timings.get("promote_wait", 0.0) + time.perf_counter() - started
 
     def close(self) -> None:

@@ -8,26 +8,11 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from driftloop.core.spec import get_spec
 from driftloop.ingest import loader as ingest_module
-from driftloop.ingest.loader import ingest
 from landing import DAY, NOW, feedback, land, prediction
+from landing import ingest_at_now as run  # the `spec` and `root` fixtures are in tests/conftest.py
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def spec():
-    return get_spec("churn")
-
-
-@pytest.fixture
-def root(tmp_path):
-    return tmp_path / "landing"
-
-
-def run(spec, root, url, **kwargs):
-    return ingest(spec, landing_root=str(root), url=url, now=NOW, **kwargs)
 
 
 def table_counts(url):
