@@ -49,6 +49,8 @@ def test_metrics_dag_builds_the_marts_and_emits_the_asset(dagbag, warehouse_url,
     nodes = {row["node"]: row["status"] for row in _return_value(run, "dbt_build")["nodes"]}
     assert nodes["model.driftloop.fct_model_quality"] == "success"
     assert {status for node, status in nodes.items() if node.startswith("test.")} == {"pass"}
+    # a production build runs the data tests; the unit tests (fixed rows, not data) run in CI only
+    assert not [node for node in nodes if node.startswith("unit_test.")]
     with psycopg.connect(warehouse_url) as conn:
         hourly = conn.execute(
             """select sum(n_predictions), sum(n_labelled) from marts.fct_model_quality

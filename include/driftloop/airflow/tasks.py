@@ -118,21 +118,22 @@ def run_profiling(model_name: str, now: Any = None) -> dict[str, Any]:
 
 
 def run_metrics_build(as_of: Any = None) -> dict[str, Any]:
-    """The metrics DAG's one ``dbt build`` (models, unit and data tests) with the run's clock as ``as_of``
-    (None: when dbt starts). Logs and returns every node's status and seconds; a failure raises
-    :class:`~driftloop.monitor.dbt_runner.DbtRunError` naming the failing nodes. Its own target path:
-    a build never shares dbt's run files with another dbt command."""
-    import tempfile
+    """The metrics DAG's one ``dbt build`` (models and data tests; the unit tests run in CI, see
+    :func:`~driftloop.monitor.dbt_runner.build`) with the run's clock as ``as_of`` (None: when dbt
+    starts). Logs and returns every node's status and seconds; a failure raises
+    :class:`~driftloop.monitor.dbt_runner.DbtRunError` naming the failing nodes. Builds keep their own
+    target folder (:func:`~driftloop.monitor.dbt_runner.command_state`: dbt's partial parse survives,
+    and a build never shares run files with another dbt command)."""
     import time
     from collections import Counter
 
     from driftloop.core import warehouse
-    from driftloop.monitor.dbt_runner import build, node_results
+    from driftloop.monitor.dbt_runner import build, command_state, node_results
 
     url = warehouse.resolve_url(use_airflow=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="driftloop-build-") as scratch:
-        result = build(url, as_of=_aware(as_of), target_path=f"{scratch}/target", log_path=f"{scratch}/logs")
+    with command_state("build") as (target, logs):
+        result = build(url, as_of=_aware(as_of), unit_tests=False, target_path=target, log_path=logs)
     seconds = round(time.perf_counter() - started, 2)
     nodes = node_results(result)
     for row in nodes:
@@ -145,14 +146,12 @@ def run_metrics_build(as_of: Any = None) -> dict[str, Any]:
 def run_source_freshness() -> dict[str, Any]:
     """`dbt source freshness` on the raw sources; fails (and so alerts) when a source is past its
     error_after, e.g. a serving system stopped logging. Its own target path: runs beside the builds."""
-    import tempfile
-
     from driftloop.core import warehouse
-    from driftloop.monitor.dbt_runner import run_dbt
+    from driftloop.monitor.dbt_runner import command_state, run_dbt
 
     url = warehouse.resolve_url(use_airflow=True)
-    with tempfile.TemporaryDirectory(prefix="driftloop-freshness-") as scratch:
-        result = run_dbt(["source", "freshness"], url, target_path=f"{scratch}/target", log_path=f"{scratch}/logs")
+    with command_state("freshness") as (target, logs):
+        result = run_dbt(["source", "freshness"], url, target_path=target, log_path=logs)
     statuses = {str(r.node.unique_id): str(r.status) for r in result.result.results}
     log.info("source freshness: %s", statuses)
     return statuses

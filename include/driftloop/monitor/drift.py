@@ -172,10 +172,20 @@ def null_model(
 
     `data`: the reference's profiling frame (:func:`driftloop.monitor.profiling.profiling_frame`);
     `edges`: its bin edges with the reference's ``fractions``, ``n`` and (numeric) ``quantiles``.
-    For each size n in `sizes` with at least two windows' worth of values, windows of n values are
-    drawn without replacement (a random permutation cut into consecutive runs, repeated), binned on
-    the reference's bins and compared with the reference as a window is. Returns
-    ``{column: {statistic: [[n, mean, sd], ...]}}`` (numeric: psi, js, ks; others: psi, js, chi2)."""
+    For each size n in `sizes` with at least two windows' worth of values, windows are drawn from
+    the reference's m values, binned on its bins and compared with it as a window is. Returns
+    ``{column: {statistic: [[n, mean, sd], ...]}}`` (numeric: psi, js, ks; others: psi, js, chi2).
+
+    A live window and the reference are two *independent* samples: a bin's share differs between
+    them with variance p(1-p)(1/n + 1/m). A window cut out of the reference itself differs from it
+    with only p(1-p)(1/n)(1 - n/m) (the reference's own noise cancels): at n = m/5 that is 1.5 times
+    too little variance, and a threshold that flags windows of an unchanged world far more often than
+    k says. So each null window is drawn *with* replacement at the effective size n m / (n + m): its
+    shares then differ from the reference's with the two-sample variance, and its KS statistic against
+    the reference's CDF has the two-sample statistic's distribution (``ks_2samp`` takes the Kolmogorov
+    distribution at n m / (n + m) too). The chi-square statistic is scaled back to the window's n (it
+    is n m / (n + m) times the squared differences over the pooled shares). For n much smaller than m
+    the effective size is the window's n."""
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, list[list[float]]]] = {}
     for name, entry in edges.items():
@@ -201,19 +211,18 @@ def null_model(
             if n_values < 2 * size:
                 break
             windows = int(np.clip(_NULL_VALUES_PER_SIZE // size, _MIN_NULL_WINDOWS, _MAX_NULL_WINDOWS))
-            per_permutation = n_values // size
-            rows = np.concatenate([
-                rng.permutation(n_values)[: per_permutation * size].reshape(per_permutation, size)
-                for _ in range(math.ceil(windows / per_permutation))
-            ])[:windows]  # fmt: skip
-            flat = np.repeat(np.arange(len(rows)) * len(expected), size) + bins[rows].ravel()
+            effective = max(2, round(size * n_values / (size + n_values)))
+            rows = rng.integers(0, n_values, size=(windows, effective))
+            flat = np.repeat(np.arange(len(rows)) * len(expected), effective) + bins[rows].ravel()
             counts = np.bincount(flat, minlength=len(rows) * len(expected)).reshape(len(rows), -1).astype(float)
-            actual = counts / size
+            actual = counts / effective
             samples = {"psi": psi(expected, actual), "js": js_distance(expected, actual)}
             if numeric:
                 samples["ks"] = _null_ks(values, rows[:_MAX_KS_WINDOWS], quantiles, at_values, before_values, at_grid)
             else:
-                samples["chi2"] = _chi2_statistics(reference_counts, counts)
+                m = reference_counts.sum()
+                scale = (size * m / (size + m)) / (effective * m / (effective + m))
+                samples["chi2"] = _chi2_statistics(reference_counts, counts) * scale
             for statistic, sample in samples.items():
                 stats[statistic].append([float(size), float(np.mean(sample)), float(np.std(sample, ddof=1))])
         out[name] = stats
