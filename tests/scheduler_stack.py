@@ -5,7 +5,9 @@ separate processes on a temporary Airflow home, with the small-machine settings 
 Each component runs in its own process group; :meth:`AirflowStack.stop` ends every group it started
 (SIGTERM, then SIGKILL after a grace period), whatever happened. The metadata database is the one
 ``sql_alchemy_conn`` names (a PostgreSQL database on the test server: four processes write to it at
-once). The API has no login (``simple_auth_manager_all_admins``): the test's own instance only.
+once). The API has no login by default (``simple_auth_manager_all_admins``: the test's own instance only);
+the Model health test turns the login on through ``extra_env``. :meth:`AirflowStack.start` can start a
+subset of the components (the api-server alone serves the UI and its plugins).
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ class AirflowStack:
         if done.returncode != 0:
             raise StackError(f"airflow db migrate failed:\n{done.stderr[-3000:]}")
 
-    def start(self) -> None:
-        for name in COMPONENTS:
+    def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
+        for name in components:
             log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
             self.processes[name] = subprocess.Popen([AIRFLOW, name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                                     start_new_session=True)  # fmt: skip
@@ -154,7 +156,10 @@ class AirflowStack:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         return self._request(method, f"/api/v2{path}", body)
 
-    def wait_until_up(self, timeout: float) -> None:
+    def wait_until_up(self, timeout: float, login: tuple[str, str] | None = None) -> None:
+        """Wait for the API server, then take a token: with ``login`` (user, password) from the auth manager's
+        login endpoint, else the all-admins token (``simple_auth_manager_all_admins``)."""
+
         def healthy():
             try:
                 return self._request("GET", "/api/v2/monitor/health", auth=False)
@@ -162,7 +167,11 @@ class AirflowStack:
                 return None
 
         self.wait_for("the API server", healthy, timeout)
-        self.token = self._request("GET", "/auth/token", auth=False)["access_token"]
+        if login:
+            body = {"username": login[0], "password": login[1]}
+            self.token = self._request("POST", "/auth/token", body, auth=False)["access_token"]
+        else:
+            self.token = self._request("GET", "/auth/token", auth=False)["access_token"]
 
     def dag_exists(self, dag_id: str) -> bool:
         try:

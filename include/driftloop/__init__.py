@@ -9,6 +9,7 @@ bottom. Imports only go down this list (``tests/unit/test_layout.py`` checks it)
   ``ingest`` -> ``monitor`` -> ``learn`` -> ``promote`` -> ``serve``;
 * ``airflow`` (tasks, sensors, Assets, settings import, the local ``dag.test()`` runner) and ``report``
   (status screens from the warehouse);
+* ``ui``: the Model health page of the Airflow UI (read-only: the marts and the ``ops`` tables);
 * ``sim``: the data-generating process, example data, the decision simulations, the demo (nothing above
   imports it);
 * ``cli``: the ``driftloop`` command.

@@ -265,39 +265,44 @@ def _relation_exists(conn, name: str) -> bool:
 def model_status(url: str, model_name: str, decisions: int = 6) -> dict[str, Any]:
     """Serving versions, the latest experiment with its running estimate, open alerts, the last decisions,
     the last retrain and marts.model_health's row (absent before the first marts build)."""
+    with psycopg.connect(url) as conn:
+        return model_status_in(conn, model_name, decisions)
+
+
+def model_status_in(conn: psycopg.Connection, model_name: str, decisions: int = 6) -> dict[str, Any]:
+    """:func:`model_status` on an open connection (the Model health page reads in a read-only transaction)."""
     from driftloop.core.alerts import list_alerts
 
-    with psycopg.connect(url) as conn:
-        allocation = _rows(conn, "select champion_version, challenger_version, challenger_share, experiment_id, updated_at "
-                                 "from ops.traffic_allocation where model_name = %s", (model_name,))  # fmt: skip
-        aliases = _rows(conn, "select alias, model_version, updated_at from ops.model_aliases where model_name = %s "
-                              "order by alias", (model_name,))  # fmt: skip
-        experiment = _rows(conn, "select experiment_id, strategy, champion_version, challenger_version, status, "
-                                 "watch_status, started_at, ended_at from ops.experiments where model_name = %s "
-                                 "order by started_at desc limit 1", (model_name,))  # fmt: skip
-        estimate = None
-        if experiment:
-            test = _rows(conn, "select decided_at, decision, evidence -> 'statistics' as statistics from ops.decisions "
-                               "where experiment_id = %s and step = 'sequential_test' "
-                               "order by decided_at desc, decision_id desc limit 1",
-                         (experiment[0]["experiment_id"],))  # fmt: skip
-            if test:
-                statistics = test[0]["statistics"] or {}
-                numbers = statistics.get("test") or {}
-                estimate = {"decided_at": test[0]["decided_at"], "decision": test[0]["decision"],
-                            "metric": statistics.get("metric", "accuracy"), "difference": numbers.get("difference"),
-                            "interval": numbers.get("always_valid_interval"),
-                            "level": numbers.get("always_valid_interval_level"),
-                            "share": statistics.get("treatment_share")}  # fmt: skip
-        last = _rows(conn, "select decided_at, step, decision, reason from ops.decisions where model_name = %s "
-                           "order by decided_at desc, decision_id desc limit %s", (model_name, decisions))  # fmt: skip
-        retrain = _rows(conn, "select started_at, trigger, status, model_version, reason from ops.retrain_runs "
-                              "where model_name = %s order by started_at desc limit 1", (model_name,))  # fmt: skip
-        alerts = [a for a in list_alerts(conn, model_name) if a["status"] in ("firing", "notified")]
-        health = None
-        if _relation_exists(conn, "marts.model_health"):
-            found = _rows(conn, "select * from marts.model_health where model_name = %s", (model_name,))
-            health = found[0] if found else None
+    allocation = _rows(conn, "select champion_version, challenger_version, challenger_share, experiment_id, updated_at "
+                             "from ops.traffic_allocation where model_name = %s", (model_name,))  # fmt: skip
+    aliases = _rows(conn, "select alias, model_version, updated_at from ops.model_aliases where model_name = %s "
+                          "order by alias", (model_name,))  # fmt: skip
+    experiment = _rows(conn, "select experiment_id, strategy, champion_version, challenger_version, status, "
+                             "watch_status, started_at, ended_at from ops.experiments where model_name = %s "
+                             "order by started_at desc limit 1", (model_name,))  # fmt: skip
+    estimate = None
+    if experiment:
+        test = _rows(conn, "select decided_at, decision, evidence -> 'statistics' as statistics from ops.decisions "
+                           "where experiment_id = %s and step = 'sequential_test' "
+                           "order by decided_at desc, decision_id desc limit 1",
+                     (experiment[0]["experiment_id"],))  # fmt: skip
+        if test:
+            statistics = test[0]["statistics"] or {}
+            numbers = statistics.get("test") or {}
+            estimate = {"decided_at": test[0]["decided_at"], "decision": test[0]["decision"],
+                        "metric": statistics.get("metric", "accuracy"), "difference": numbers.get("difference"),
+                        "interval": numbers.get("always_valid_interval"),
+                        "level": numbers.get("always_valid_interval_level"),
+                        "share": statistics.get("treatment_share")}  # fmt: skip
+    last = _rows(conn, "select decided_at, step, decision, reason from ops.decisions where model_name = %s "
+                       "order by decided_at desc, decision_id desc limit %s", (model_name, decisions))  # fmt: skip
+    retrain = _rows(conn, "select started_at, trigger, status, model_version, reason from ops.retrain_runs "
+                          "where model_name = %s order by started_at desc limit 1", (model_name,))  # fmt: skip
+    alerts = [a for a in list_alerts(conn, model_name) if a["status"] in ("firing", "notified")]
+    health = None
+    if _relation_exists(conn, "marts.model_health"):
+        found = _rows(conn, "select * from marts.model_health where model_name = %s", (model_name,))
+        health = found[0] if found else None
     return {"model_name": model_name, "allocation": allocation[0] if allocation else None, "aliases": aliases,
             "experiment": experiment[0] if experiment else None, "estimate": estimate, "decisions": last,
             "retrain": retrain[0] if retrain else None, "open_alerts": alerts, "health": health}  # fmt: skip

@@ -13,7 +13,7 @@ from driftloop.core.settings import PACKAGE_DIR
 
 LAYERS = {
     "core": 0, "ingest": 1, "monitor": 2, "learn": 3, "promote": 4, "serve": 5,
-    "airflow": 6, "report": 6, "sim": 7, "cli": 8,
+    "airflow": 6, "report": 6, "ui": 7, "sim": 7, "cli": 8,
 }  # fmt: skip
 MODULES = sorted(p for p in PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
 
