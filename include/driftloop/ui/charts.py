@@ -39,7 +39,7 @@ def _figure(height: float, rows: int = 1, left: float = 0.8, right: float = 0.25
     figure.subplots_adjust(left=left / WIDTH, right=1 - right / WIDTH, top=1 - 0.15 / height, bottom=0.45 / height,
                            hspace=0.35 / height * rows)  # fmt: skip
     for axis in axes:
-        axis.grid(True, color="#e9ecef", linewidth=0.6)
+        axis.grid(True, axis="y", color="#e9ecef", linewidth=0.6)  # y only: every grid line is drawn per tick
         axis.tick_params(labelsize=8)
     return figure, axes
 
@@ -47,7 +47,7 @@ def _figure(height: float, rows: int = 1, left: float = 0.8, right: float = 0.25
 def _dates(axis) -> None:
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(maxticks=10)
+    locator = mdates.AutoDateLocator(maxticks=7)
     axis.xaxis.set_major_locator(locator)
     axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
