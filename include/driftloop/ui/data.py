@@ -46,12 +46,13 @@ def warehouse_url() -> str:
     if os.environ.get("DRIFTLOOP_WAREHOUSE_URL"):
         return os.environ["DRIFTLOOP_WAREHOUSE_URL"]
     try:
+        from airflow.exceptions import AirflowNotFoundException
         from airflow.models.connection import Connection
     except ImportError:
         return warehouse.resolve_url()
     try:
         return warehouse.url_from_connection(Connection.get_connection_from_secrets(warehouse.AIRFLOW_CONN_ID))
-    except Exception:  # noqa: BLE001 - AirflowNotFoundException: no connection, the default warehouse
+    except AirflowNotFoundException:  # no such connection: the default warehouse, as the tasks do
         return warehouse.resolve_url()
 
 
