@@ -119,6 +119,22 @@ class Browser:
             raise BrowserError(f"{expression[:80]}...: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def wait_until(self, condition: str, timeout: float | None = None) -> Any:
+        """Evaluate the JavaScript expression ``condition`` in the page until it is truthy (the page polls it
+        on every animation frame) and return its value; a hang guard of ``timeout`` seconds, not a delay."""
+        limit = int(1000 * (timeout or self.timeout))
+        return self.evaluate(f"""new Promise((resolve, reject) => {{
+            const started = performance.now();
+            const look = () => {{
+                let value = null;
+                try {{ value = ({condition}); }} catch (error) {{ value = null; }}
+                if (value) resolve(value);
+                else if (performance.now() - started > {limit}) reject(new Error("condition not met"));
+                else requestAnimationFrame(look);
+            }};
+            look();
+        }})""")
+
     def console_errors(self) -> list[str]:
         """Console errors, uncaught exceptions, log errors and failed loads seen since the page was opened."""
         errors = []

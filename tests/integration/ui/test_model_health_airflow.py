@@ -150,3 +150,24 @@ def test_chromium_renders_the_page_with_its_charts_and_no_console_error(api_serv
     assert not errors, errors
     assert shot.stat().st_size > 50_000
     print(json.dumps({"screenshot": str(shot.relative_to(PROJECT)), "charts": charts}))
+
+
+@pytest.mark.skipif(chromium_path() is None, reason=f"no Chromium for the browser test: {INSTALL_HINT}")
+def test_the_nav_entry_shows_the_page_inside_airflows_ui(api_server):
+    # GIVEN a logged-in headless Chromium
+    with Browser(chromium_path(), width=1400, height=900) as browser:
+        browser.set_cookie("_token", api_server.token, api_server.base)
+        # WHEN it opens the plugin's route of Airflow's UI and follows the nav entry's iframe
+        response = browser.open(f"{api_server.base}/plugin/model-health")
+        rows = browser.wait_until("document.querySelector('iframe') && document.querySelector('iframe')"
+                                  ".contentDocument.querySelectorAll('table tr').length > 2 && "
+                                  "[...document.querySelector('iframe').contentDocument.querySelectorAll('td a')]"
+                                  ".map(a => a.textContent)", timeout=120)  # fmt: skip
+        nav = browser.evaluate("[...document.querySelectorAll('a[href*=\"plugin/model-health\"]')]"
+                               ".map(a => a.textContent.trim())")
+        errors = browser.console_errors()
+    # THEN Airflow's UI frames the overview (both models), its nav has the entry, and nothing failed
+    assert response.get("status") == 200, response
+    assert rows == ["churn", "fraud"]
+    assert "Model health" in nav, nav
+    assert not errors, errors
