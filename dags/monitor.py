@@ -34,7 +34,7 @@ def build_monitor_dag(spec: ModelSpec):
         def evaluate_rules(dag_run=None, **context) -> dict:
             from driftloop.airflow.tasks import run_clock, run_monitor
 
-            return run_monitor(spec.name, now=run_clock(context), dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+            return run_monitor(spec.name, now=run_clock({**context, "dag_run": dag_run}), dag_id=dag_run.dag_id, run_id=dag_run.run_id)
 
         @task(trigger_rule="all_done")  # deliver what other sources raised even if the rules failed
         def deliver_alerts(**context) -> dict:

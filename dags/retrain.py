@@ -57,7 +57,7 @@ def build_retrain_dag(spec: ModelSpec):
 
             from driftloop.airflow.tasks import run_clock, run_retrain
 
-            result = run_retrain(spec.name, fired, run_key=f"{dag_run.dag_id}/{dag_run.run_id}", as_of=run_clock(context))
+            result = run_retrain(spec.name, fired, run_key=f"{dag_run.dag_id}/{dag_run.run_id}", as_of=run_clock({**context, "dag_run": dag_run}))
             if result["status"] not in ("succeeded", "done"):
                 raise AirflowSkipException(result.get("message") or result["status"])
             outlet_events[challenger_asset(spec.name)].extra = {

@@ -168,12 +168,16 @@ def retrain_gate(model_name: str, manual_reason: str | None = None) -> dict[str,
 
 
 def _aware(value: Any) -> Any:
-    """A datetime (or ISO 8601 text, as run conf carries it) as an aware UTC datetime; None stays None."""
+    """A datetime (or ISO 8601 text, as run conf carries it) as an aware UTC datetime; None stays None.
+
+    Always a plain ``datetime``: Airflow's context holds pendulum DateTimes, and a pendulum DateTime in
+    ``datetime.timezone.utc`` loses its zone in arithmetic (``stamp - timedelta(days=2)`` is naive),
+    which made every comparison with a stored time fail."""
     from datetime import UTC, datetime
 
     if value is None or value == "":
         return None
-    stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+    stamp = datetime.fromisoformat(value if isinstance(value, str) else value.isoformat())
     if stamp.tzinfo is None:
         raise ValueError(f"the run's clock must carry a UTC offset (got {value!r})")
     return stamp.astimezone(UTC)
