@@ -263,7 +263,12 @@ def _day(value: str) -> date:
 @app.command()
 def simulate(
     model: ModelOption,
-    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD, UTC).")],
+    scenario: Annotated[str | None, typer.Option(help="Play a closed-loop scenario through the DAGs "
+                                                 "(drift, control, worse_online, data_faults).")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="--scenario: simulated days (default: the scenario's).")] = None,
+    rows_per_day: Annotated[int | None, typer.Option(min=100, help="--scenario: requests a day.")] = None,
+    report: Annotated[Path | None, typer.Option(help="--scenario: where the HTML report goes.")] = None,
+    start: Annotated[str | None, typer.Option(help="Without --scenario: first day (YYYY-MM-DD, UTC).")] = None,
     end: Annotated[str | None, typer.Option(help="Last day, inclusive (default: start).")] = None,
     landing: LandingOption = None,
     rows_per_hour: Annotated[int, typer.Option(min=0)] = 500,
@@ -271,13 +276,27 @@ def simulate(
     model_version: str = "1",
     faults: Annotated[bool, typer.Option(help="Also land the catalogue of bad inputs for each day.")] = False,
 ) -> None:
-    """Write contract files (predictions, and the feedback that has arrived by now) for a date range."""
+    """With --scenario: play a closed-loop scenario in simulated time through the real DAGs (what
+    `make demo` does with drift), with a report. Without: write contract files (predictions, and the
+    feedback that has arrived by now) for a date range."""
     from driftloop.core.settings import landing_root
     from driftloop.sim.faults import write_fault_files
     from driftloop.sim.world import Scenario
     from driftloop.sim.world import simulate as run_simulation
 
     spec = _spec(model)
+    if scenario is not None:
+        from driftloop.sim.demo import run_demo
+        from driftloop.sim.scenarios import SCENARIOS
+
+        if scenario not in SCENARIOS:
+            raise typer.BadParameter(f"no scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        chosen = SCENARIOS[scenario]
+        run_demo(spec.name, scenario_name=scenario, days=days or chosen.days, rows_per_day=rows_per_day or chosen.rows_per_day,
+                 report=report or Path("reports") / scenario / "index.html")  # fmt: skip
+        return
+    if start is None:
+        raise typer.BadParameter("give --scenario NAME, or --start YYYY-MM-DD for contract files")
     first, last = _day(start), _day(end or start)
     if last < first:
         raise typer.BadParameter("--end is before --start")
@@ -470,12 +489,17 @@ def metrics(
 @app.command()
 def demo(
     model: Annotated[str, typer.Option("--model", "-m")] = "churn",
-    rows_per_hour: Annotated[int, typer.Option(min=1)] = 200,
+    scenario: Annotated[str, typer.Option(help="A scenario of driftloop.sim.scenarios.")] = "drift",
+    days: Annotated[int, typer.Option(min=1)] = 14,
+    rows_per_day: Annotated[int, typer.Option(min=100)] = 7_500,
+    interval_hours: Annotated[int | None, typer.Option(min=1, max=24, help="Hours per step (default: the scenario's).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Where the HTML report goes.")] = None,
 ) -> None:
-    """The whole story on the embedded warehouse: simulate, ingest with the real DAG, report."""
-    from driftloop.sim.demo import run_demo
+    """The closed loop on the embedded warehouse: 14 simulated days through the real DAGs, a report."""
+    from driftloop.sim.demo import DEMO_REPORT, run_demo
 
-    run_demo(model, rows_per_hour=rows_per_hour)
+    run_demo(model, scenario_name=scenario, days=days, rows_per_day=rows_per_day, interval_hours=interval_hours,
+             report=report or DEMO_REPORT)  # fmt: skip
 
 
 @app.command("airflow-settings")

@@ -183,7 +183,7 @@ def run_offline_gate(url: str | None, spec: ModelSpec, challenger_version: str |
     import pandas as pd
 
     from driftloop.core.alerts import enqueue_alert
-    from driftloop.learn.training import encode_labels, ms_per_row
+    from driftloop.learn.training import encode_labels, paired_ms_per_row
 
     url = warehouse.resolve_url(url)
     client = registry.client()
@@ -201,14 +201,15 @@ def run_offline_gate(url: str | None, spec: ModelSpec, challenger_version: str |
     champion_model = mlflow.pyfunc.load_model(f"models:/{spec.name}/{champion.version}")
     challenger_model = mlflow.pyfunc.load_model(f"models:/{spec.name}/{challenger.version}")
     classes = [str(c) for c in spec.classes]
+    champion_ms, challenger_ms = paired_ms_per_row(champion_model.predict, challenger_model.predict, features)
     result = evaluate_gate(
         spec, spec.promotion.offline_gate,
         y_true=encode_labels(holdout["label"].tolist(), spec),
         segments=holdout["segment"].tolist(),
         champion_probabilities=champion_model.predict(features)[classes].to_numpy(dtype=float),
         challenger_probabilities=challenger_model.predict(features)[classes].to_numpy(dtype=float),
-        champion_ms_per_row=ms_per_row(champion_model.predict, features, rows=5000),
-        challenger_ms_per_row=ms_per_row(challenger_model.predict, features, rows=5000),
+        champion_ms_per_row=champion_ms,
+        challenger_ms_per_row=challenger_ms,
         champion_importance=_importance(url, spec.name, champion.version),
         challenger_importance=_importance(url, spec.name, challenger.version),
     )  # fmt: skip

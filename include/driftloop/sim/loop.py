@@ -64,12 +64,14 @@ def loop_spec_payload(base: ModelSpec, scenario: LoopScenario) -> dict[str, Any]
     payload = base.model_dump(mode="json", exclude_none=True)
     interval = f"{int(scenario.interval.total_seconds() // 3600)}h"
     retraining = payload["retraining"]
-    retraining["cooldown"] = "2d"
+    retraining["cooldown"] = "1d"
     retraining["triggers"]["volume"]["enabled"] = False  # labels pile up every interval: not a reason here
     retraining["triggers"]["schedule"]["every"] = "30d"
     retraining["triggers"]["degradation"]["window"] = "24h"
     retraining["training"]["window"] = "2d"
     retraining["training"]["candidates"] = ["lightgbm", "logistic_regression"]
+    # the offline gate times both models on this machine: the story must not hang on its load
+    payload["promotion"]["offline_gate"]["max_latency_ratio"] = 1.5
     online = payload["promotion"]["online"]
     per_day = scenario.rows_per_day
     online.update({"poke_interval": interval, "allocation_settle": "1m", "max_duration": "6d",
