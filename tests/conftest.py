@@ -123,3 +123,20 @@ def spec():
 def root(tmp_path):
     """An empty landing zone in the test's tmp folder."""
     return tmp_path / "landing"
+
+
+@pytest.fixture
+def external_specs(tmp_path, monkeypatch):
+    """A specs folder with the example model and a model driftloop did not train."""
+    import shutil
+
+    from external_data import EXTERNAL_SPEC
+
+    from driftloop.core.settings import specs_dir
+
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    shutil.copy(specs_dir() / "churn.yaml", folder / "churn.yaml")
+    (folder / "external.yaml").write_text(EXTERNAL_SPEC)
+    monkeypatch.setenv("DRIFTLOOP_SPECS_DIR", str(folder))
+    return folder

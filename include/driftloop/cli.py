@@ -358,8 +358,12 @@ def reference(
 @app.command()
 def register(
     model: ModelOption,
-    version: Annotated[str, typer.Option(help="The model version (as its predictions' model_version says).")],
     training_data: Annotated[Path, typer.Option(help="The version's training data: .parquet, .csv or .jsonl.")],
+    version: Annotated[
+        str | None,
+        typer.Option(help="The model version (as its predictions' model_version says); with --mlflow-model, "
+                          "optional: the registry assigns one (and the reference is stored for both)."),
+    ] = None,
     label_column: Annotated[str | None, typer.Option(help="The label column: gives the baseline quality.")] = None,
     score_column: Annotated[
         list[str] | None,
@@ -367,20 +371,42 @@ def register(
                      help="The model's score: binary, the positive class's probability; multiclass, CLASS=COLUMN per class."),
     ] = None,
     prediction_column: Annotated[str | None, typer.Option(help="The model's predicted class.")] = None,
+    mlflow_model: Annotated[
+        str | None,
+        typer.Option(help="An MLflow model (a folder with an MLmodel file, runs:/..., models:/...): registered as a "
+                          "version of the model in driftloop's MLflow registry so the router can serve it."),
+    ] = None,
+    champion: Annotated[bool, typer.Option("--champion", help="Make the registered MLflow version the champion.")] = False,
     url: UrlOption = None,
 ) -> None:
     """Register a model version driftloop did not train: its reference profile from its own training
-    data (features, predicted class, scores), and its baseline quality when labels and scores are given."""
+    data (features, predicted class, scores), its baseline quality when labels and scores are given, and
+    with --mlflow-model the model itself in the registry (optionally as champion)."""
     from driftloop.learn.external import RegistrationError, register_external
 
     spec = _spec(model)
     try:
         done = register_external(url, spec, version, training_data, label_column=label_column,
-                                 score_columns=score_column, prediction_column=prediction_column)  # fmt: skip
+                                 score_columns=score_column, prediction_column=prediction_column,
+                                 mlflow_model=mlflow_model, champion=champion)  # fmt: skip
     except (RegistrationError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{model} version {version}: reference profile {done.reference_profile_id} stored from {done.n_rows} rows of {training_data}")
+    if done.registry_version is not None:
+        from driftloop.learn import registry
+
+        check = done.model_check
+        state = "already registered (same model content): nothing new" if done.already_registered else "registered"
+        typer.echo(f"{model}: {mlflow_model} {state} as MLflow version {done.registry_version} ({registry.tracking_uri()})")
+        typer.echo(f"  model inputs ({check.flavor}, from {check.input_source}): {', '.join(check.inputs)}")
+        if check.unused_features:
+            typer.echo("  spec features the model does not take (still profiled): " + ", ".join(check.unused_features))
+        if done.alias:
+            typer.echo(f"  alias '{done.alias}' -> version {done.registry_version}: the router serves it")
+        else:
+            typer.echo("  no alias set: pass --champion to serve it (or let an experiment promote it)")
+    stored = ", ".join(done.stored_versions)
+    typer.echo(f"{model} version {stored}: reference profile {done.reference_profile_id} stored from {done.n_rows} rows of {training_data}")
     typer.echo("  columns used: " + ", ".join(f"{c} -> {p}" if c != p else c for c, p in done.used_columns.items()))
     if done.unused_columns:
         typer.echo("  columns NOT used (not in the spec, nor named as label / score / prediction): " + ", ".join(done.unused_columns))

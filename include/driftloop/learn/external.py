@@ -8,11 +8,19 @@ those rows. The reference profile is that of the file (features, ``prediction.cl
 learned thresholds. Every column it does not use is reported, never silently dropped. With labels
 and scores, the version's quality on the file is stored as a succeeded ``ops.retrain_runs`` row
 (trigger ``external``): the baseline the degradation trigger compares the version's traffic against.
+
+With an MLflow model (``mlflow_model``), the model is checked against the spec's features and tried on
+rows of the file, then registered as a version of the model's registered model
+(:mod:`driftloop.learn.external_model`), optionally as ``champion``, so the router serves it. The
+reference and baseline are stored for the registry's version (the ``model_version`` the router logs)
+and, when the team's own version name differs, for that one too (predictions served elsewhere).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +53,12 @@ class Registration:
     missing_features: list[str] = field(default_factory=list)
     baseline: dict[str, float | None] | None = None
     retrain_run_id: int | None = None
+    # with an MLflow model: the registry's version, whether it existed already, the alias set, the check
+    registry_version: str | None = None
+    already_registered: bool = False
+    alias: str | None = None
+    model_check: Any = None
+    stored_versions: list[str] = field(default_factory=list)
 
 
 def read_training_data(path: str | Path) -> pd.DataFrame:
@@ -85,17 +99,25 @@ def _score_columns(spec: ModelSpec, score_columns: list[str]) -> dict[str, str]:
 def register_external(
     url: str | None,
     spec: ModelSpec,
-    model_version: str,
+    model_version: str | None,
     training_data: str | Path,
     *,
     label_column: str | None = None,
     score_columns: list[str] | None = None,
     prediction_column: str | None = None,
+    mlflow_model: str | None = None,
+    champion: bool = False,
     now: datetime | None = None,
 ) -> Registration:
     """Store `training_data`'s reference profile for `model_version` (replacing any earlier one) and,
-    with labels and scores, its baseline quality. Raises :class:`RegistrationError` on a file that
-    does not fit the spec (a named column missing, no feature at all)."""
+    with labels and scores, its baseline quality. With `mlflow_model`, register that model in MLflow
+    first (once per model content; `champion` moves the alias to it) and store the reference for the
+    registry's version too. Raises :class:`RegistrationError` on a file that does not fit the spec
+    (a named column missing, no feature at all) or a model whose inputs or outputs do not."""
+    if model_version is None and mlflow_model is None:
+        raise RegistrationError("give the version (--version), or the MLflow model whose registry version it becomes")
+    if champion and mlflow_model is None:
+        raise RegistrationError("--champion needs --mlflow-model: only a model in the registry can serve")
     frame = read_training_data(training_data)
     if frame.empty:
         raise RegistrationError(f"{training_data}: the file has no rows")
@@ -129,15 +151,51 @@ def register_external(
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
     source = {"kind": "external training data", "file": str(training_data), "rows": len(frame), "sha256": digest,
               "used_columns": used, "unused_columns": unused, "missing_features": missing}  # fmt: skip
-    reference = reference_profile(spec, model_version, profiled, source=source)
+    reference = reference_profile(spec, str(model_version or "pending"), profiled, source=source)
+    baseline = _baseline(spec, frame, label_column, scores) if label_column is not None and scores else None
     url = warehouse.resolve_url(url)
     warehouse.migrate(url)
-    profile_id = store_reference(url, spec, reference)
-    result = Registration(spec.name, str(model_version), len(frame), profile_id, used, unused, missing)
-    if label_column is not None and scores:
-        result.baseline = _baseline(spec, frame, label_column, scores)
-        result.retrain_run_id = _record_baseline(url, spec, str(model_version), result, source, now or datetime.now(UTC))
+    versions = [str(model_version)] if model_version is not None else []
+    registered = None
+    if mlflow_model is not None:
+        registered, check, existed = _register_model(spec, mlflow_model, profiled, reference, model_version)
+        versions = list(dict.fromkeys([registered.version, *versions]))
+    result = Registration(spec.name, versions[0], len(frame), 0, used, unused, missing, baseline=baseline)
+    if registered is not None:
+        result.registry_version, result.already_registered, result.model_check = registered.version, existed, check
+    for version in versions:  # the registry's version first: the id reported is its reference's
+        profile_id = store_reference(url, spec, dataclasses.replace(reference, model_version=version))
+        run_id = _record_baseline(url, spec, version, result, source, now or datetime.now(UTC)) if baseline else None
+        if not result.stored_versions:
+            result.reference_profile_id, result.retrain_run_id = profile_id, run_id
+        result.stored_versions.append(version)
+    if champion and registered is not None:
+        from driftloop.learn import registry
+
+        registry.set_alias(url, spec.name, registry.CHAMPION, registered.version, result.retrain_run_id)
+        result.alias = registry.CHAMPION
     return result
+
+
+def _register_model(spec: ModelSpec, model_uri: str, profiled: pd.DataFrame, reference, external_version: str | None):
+    """Check the MLflow model against the spec, try it on the file's rows, register it (or find the version
+    registered from the same model before). Returns (version, check, whether it existed)."""
+    from driftloop.learn import external_model, registry
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = external_model.resolve_model(model_uri, Path(folder))
+            check = external_model.check_model(spec, path)
+            digest = external_model.model_digest(path)
+            existed = registry.version_for_run_key(spec.name, f"external/{spec.name}/{digest}")
+            if existed is not None:
+                return existed, check, True
+            wrapped = external_model.try_on(spec, path, check, profiled)
+            version = external_model.log_external_model(spec, model_uri, path, wrapped, reference, profiled,
+                                                        digest=digest, external_version=external_version)  # fmt: skip
+        except external_model.ExternalModelError as exc:
+            raise RegistrationError(f"{model_uri}: {exc}") from None
+    return version, check, False
 
 
 def _baseline(spec: ModelSpec, frame: pd.DataFrame, label_column: str, scores: dict[str, str]) -> dict[str, float | None]:

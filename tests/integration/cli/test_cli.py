@@ -6,6 +6,7 @@ import json
 
 import psycopg
 import pytest
+from external_data import training_file
 from typer.testing import CliRunner
 
 from driftloop.cli import app
@@ -49,62 +50,13 @@ def test_specs_validate(tmp_path):
     assert done.exit_code == 1 and "needs exactly 2 classes" in done.output
 
 
-EXTERNAL_SPEC = """\
-name: external
-description: A binary model trained elsewhere.
-task: binary_classification
-classes: [0, 1]
-positive_class: 1
-features:
-  - {name: amount, type: numeric}
-  - {name: tier, type: categorical, categories: [0, 10, 20]}
-  - {name: is_new, type: boolean}
-"""
-
-
-@pytest.fixture
-def external_specs(tmp_path, monkeypatch):
-    """A specs folder with the example model and a model driftloop did not train."""
-    import shutil
-
-    from driftloop.core.settings import specs_dir
-
-    folder = tmp_path / "specs"
-    folder.mkdir()
-    shutil.copy(specs_dir() / "churn.yaml", folder / "churn.yaml")
-    (folder / "external.yaml").write_text(EXTERNAL_SPEC)
-    monkeypatch.setenv("DRIFTLOOP_SPECS_DIR", str(folder))
-    return folder
-
-
-def _training_file(tmp_path, rows=6_000):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(3)
-    amount = rng.lognormal(4, 1, rows)
-    score = 1 / (1 + np.exp(-(np.log(amount) - 4)))
-    frame = pd.DataFrame({
-        "amount": amount,
-        "tier": rng.choice([0, 10, 20], rows, p=[0.6, 0.3, 0.1]),  # integers, as the team's data has them
-        "is_new": rng.random(rows) < 0.2,
-        "customer_id": np.arange(rows),  # not a feature: reported
-        "p_default": score,
-        "predicted": (score > 0.5).astype(int),
-        "defaulted": (rng.random(rows) < score).astype(int),
-    })  # fmt: skip
-    path = tmp_path / "training.parquet"
-    frame.to_parquet(path)
-    return path, frame
-
-
 def test_register_stores_the_files_reference_its_baseline_and_reports_unused_columns(
     warehouse_url, tmp_path, external_specs
 ):
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    path, frame = _training_file(tmp_path)
+    path, frame = training_file(tmp_path)
     done = runner.invoke(app, ["register", "--model", "external", "--version", "7", "--training-data", str(path),
                                "--label-column", "defaulted", "--score-column", "p_default",
                                "--prediction-column", "predicted", "--url", warehouse_url])  # fmt: skip
@@ -147,7 +99,7 @@ def test_register_stores_the_files_reference_its_baseline_and_reports_unused_col
 
 
 def test_register_refuses_a_file_without_the_named_columns(warehouse_url, tmp_path, external_specs):
-    path, _ = _training_file(tmp_path, rows=500)
+    path, _ = training_file(tmp_path, rows=500)
     done = runner.invoke(app, ["register", "--model", "external", "--version", "7", "--training-data", str(path),
                                "--score-column", "p_missing", "--url", warehouse_url])  # fmt: skip
     assert done.exit_code == 1 and "no column 'p_missing'" in done.output
