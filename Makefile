@@ -14,7 +14,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 
-.PHONY: install demo test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow airflow-ui bench clean
+.PHONY: install demo test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow airflow-ui bench bench-drift-reference lock-nannyml clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,21 @@ bench: install ## benchmarks (long): each prints a ratio against a raw baseline 
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/profiling.py
 
+# NannyML lives in its own environment: every release conflicts with the project's pins (see
+# benchmarks/nannyml-requirements.txt); the benchmark runs it as a subprocess.
+NANNYML_VENV ?= .venv-nannyml
+
+$(NANNYML_VENV)/.installed: benchmarks/nannyml.lock $(BIN)/.installed
+	test -x $(NANNYML_VENV)/bin/python || $(BIN)/uv venv -q --python $(PYTHON) $(NANNYML_VENV)
+	$(BIN)/uv pip sync -q --python $(NANNYML_VENV)/bin/python benchmarks/nannyml.lock
+	touch $@
+
+lock-nannyml: install ## re-resolve benchmarks/nannyml-requirements.txt into benchmarks/nannyml.lock
+	$(BIN)/uv pip compile -q benchmarks/nannyml-requirements.txt --python-version 3.11 -o benchmarks/nannyml.lock
+
+bench-drift-reference: install $(NANNYML_VENV)/.installed ## driftloop's drift calls next to NannyML's on its synthetic dataset
+	$(BIN)/python benchmarks/drift_reference.py --nannyml-python $(NANNYML_VENV)/bin/python
+
 clean:
 	-$(BIN)/driftloop warehouse down 2>/dev/null
-	rm -rf $(VENV) .driftloop
+	rm -rf $(VENV) $(NANNYML_VENV) .driftloop
