@@ -48,6 +48,11 @@ QUANTILE_POINTS = 1001  # reference quantiles kept for the KS statistic (ranks 0
 # window sizes (rows) the null model is learned at; a window between two is interpolated in log n
 NULL_SIZES = (25, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
 _NULL_VALUES_PER_SIZE = 1_000_000  # rows drawn per window size and column (bounds the time)
+# values of a column the null model draws its windows from: a larger reference is subsampled (seeded,
+# uniform) to this many, so the cost stops growing with the reference. Windows of at most 100,000 rows
+# drawn from a million values vary as they would from all of them (and are still compared with the
+# whole reference's bins and quantiles)
+NULL_MAX_VALUES = 1_000_000
 # windows per size: enough for a stable sd of a skewed statistic (chi-square with 1 dof) where they are
 # cheap; KS (a sort per window) on the first _MAX_KS_WINDOWS of them
 _MIN_NULL_WINDOWS, _MAX_NULL_WINDOWS, _MAX_KS_WINDOWS = 40, 500, 150
@@ -159,9 +164,14 @@ def _chi2_statistics(reference_counts: np.ndarray, window_counts: np.ndarray) ->
 
 def _categories_of(values: pd.Series, categories: Sequence[str]) -> np.ndarray:
     """Bin index of every non-null value: its category's position, else len(categories) (__other__)."""
-    text = values.dropna().astype(str).to_numpy()
-    index = {c: i for i, c in enumerate(categories)}
-    return np.fromiter((index.get(v, len(categories)) for v in text), dtype=np.int64, count=len(text))
+    values = values.dropna()
+    if pd.api.types.is_bool_dtype(values.dtype):  # booleans are named "True" / "False" (whylogs' frequent items)
+        index = {c: i for i, c in enumerate(categories)}
+        flags = values.to_numpy(dtype=bool)
+        return np.where(flags, index.get("True", len(categories)), index.get("False", len(categories))).astype(np.int64)
+    codes = pd.Categorical(values.astype(str), categories=list(dict.fromkeys(categories))).codes.astype(np.int64)
+    codes[codes < 0] = len(categories)
+    return codes
 
 
 def null_model(
@@ -185,7 +195,11 @@ def null_model(
     the reference's CDF has the two-sample statistic's distribution (``ks_2samp`` takes the Kolmogorov
     distribution at n m / (n + m) too). The chi-square statistic is scaled back to the window's n (it
     is n m / (n + m) times the squared differences over the pooled shares). For n much smaller than m
-    the effective size is the window's n."""
+    the effective size is the window's n.
+
+    Cost: a column of more than :data:`NULL_MAX_VALUES` values is subsampled to that many first, so the
+    time per column is bounded whatever the reference's size (~1-2 s per numeric column, most of it KS,
+    under 1 s per categorical one, on one core)."""
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, list[list[float]]]] = {}
     for name, entry in edges.items():
@@ -193,16 +207,20 @@ def null_model(
             continue
         expected = np.asarray(entry["fractions"], dtype=float)
         numeric = entry["type"] == "numeric"
+        column = data[name].dropna()
+        if len(column) > NULL_MAX_VALUES:
+            column = column.iloc[np.sort(rng.choice(len(column), NULL_MAX_VALUES, replace=False))]
         if numeric:
-            values = data[name].dropna().to_numpy(dtype=float)
+            values = column.to_numpy(dtype=float)
             bins = np.searchsorted(np.asarray(entry["edges"], dtype=float), values, side="left")
             quantiles = np.asarray(entry["quantiles"], dtype=float)
             # the reference's CDF at every value (and just below it) and at its own quantiles, once
             at_values = reference_cdf(quantiles, values)
             before_values = reference_cdf(quantiles, np.nextafter(values, -np.inf))
             at_grid = reference_cdf(quantiles, quantiles[::KS_GRID_STEP])
+            sorted_column = _SortedColumn(values, quantiles, at_values, before_values)
         else:
-            values = data[name]
+            values = column
             bins = _categories_of(values, entry["categories"])
         n_values = len(bins)
         reference_counts = expected * float(entry["n"])
@@ -218,7 +236,7 @@ def null_model(
             actual = counts / effective
             samples = {"psi": psi(expected, actual), "js": js_distance(expected, actual)}
             if numeric:
-                samples["ks"] = _null_ks(values, rows[:_MAX_KS_WINDOWS], quantiles, at_values, before_values, at_grid)
+                samples["ks"] = _null_ks(sorted_column, rows[:_MAX_KS_WINDOWS], at_grid)
             else:
                 m = reference_counts.sum()
                 scale = (size * m / (size + m)) / (effective * m / (effective + m))
@@ -229,26 +247,40 @@ def null_model(
     return out
 
 
-def _null_ks(values: np.ndarray, rows: np.ndarray, quantiles: np.ndarray, at_values: np.ndarray,
-             before_values: np.ndarray, at_grid: np.ndarray) -> np.ndarray:
-    """ks_statistic of each window (a row of indices into `values`), with the reference's CDF
-    precomputed at every value (`at_values`, `before_values`: just below it) and its quantiles."""
+class _SortedColumn:
+    """A numeric column sorted once, for the KS statistic of many windows: a window's rows become ranks
+    in this order, and sorting integer ranks gives the window's sorted values (and the reference's CDF
+    there) without an indirect sort of floats per window. Equal values share a value id (their tie
+    group), so a window's CDF at a value counts every row holding it."""
+
+    def __init__(self, values: np.ndarray, quantiles: np.ndarray, at_values: np.ndarray, before_values: np.ndarray):
+        order = np.argsort(values, kind="stable")
+        self.rank_of = np.empty(len(values), dtype=np.int64)
+        self.rank_of[order] = np.arange(len(values))
+        sorted_values = values[order]
+        self.at_sorted, self.before_sorted = at_values[order], before_values[order]
+        self.value_id = np.concatenate([[0], np.cumsum(sorted_values[1:] != sorted_values[:-1])]).astype(np.int64)
+        # the window's P(X <= q) at every 5th reference quantile q: how many of its ranks are <= this rank
+        self.grid_ranks = np.searchsorted(sorted_values, quantiles[::KS_GRID_STEP], side="right") - 1
+
+
+def _null_ks(column: _SortedColumn, rows: np.ndarray, at_grid: np.ndarray) -> np.ndarray:
+    """ks_statistic of each window (a row of indices into the column's values; a row may repeat), with
+    the reference's CDF precomputed at every value (and just below it) and at its quantiles (`at_grid`)."""
     size = rows.shape[1]
-    order = np.argsort(values[rows], axis=1, kind="stable")
-    ranked = np.take_along_axis(rows, order, axis=1)
-    sorted_values = values[ranked]
-    out = np.empty(len(rows))
-    for i in range(len(rows)):
-        window = sorted_values[i]
-        cdf = np.searchsorted(window, window, side="right") / size  # P(X <= x), ties included
-        before = np.searchsorted(window, window, side="left") / size  # P(X < x)
-        grid = np.searchsorted(window, quantiles[::KS_GRID_STEP], side="right") / size
-        out[i] = max(
-            np.max(np.abs(at_values[ranked[i]] - cdf)),
-            np.max(np.abs(before_values[ranked[i]] - before)),
-            np.max(np.abs(at_grid - grid)),
-        )
-    return out
+    ranks = np.sort(column.rank_of[rows], axis=1)
+    ids = column.value_id[ranks]
+    position = np.broadcast_to(np.arange(size), ranks.shape)
+    starts = np.ones(ranks.shape, dtype=bool)
+    starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    ends = np.ones(ranks.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)  # first position of each value
+    last = np.minimum.accumulate(np.where(ends, position, size - 1)[:, ::-1], axis=1)[:, ::-1]
+    d_points = np.max(np.abs(column.at_sorted[ranks] - (last + 1) / size), axis=1)  # P(X <= x), ties included
+    d_before = np.max(np.abs(column.before_sorted[ranks] - first / size), axis=1)  # P(X < x)
+    d_grid = np.array([np.max(np.abs(at_grid - np.searchsorted(w, column.grid_ranks, side="right") / size)) for w in ranks])
+    return np.maximum(np.maximum(d_points, d_before), d_grid)
 
 
 def null_at(null: Mapping[str, Sequence[Sequence[float]]] | None, statistic: str, n: float) -> tuple[float, float] | None:
