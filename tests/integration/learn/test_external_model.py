@@ -149,3 +149,45 @@ def test_a_lightgbm_model_logged_in_a_run_is_served_from_its_runs_uri(
     given = pd.DataFrame({"amount": [30.0, 900.0], "tier": pd.Categorical(["10", "0"], categories=inputs["tier"].cat.categories),
                           "is_new": [True, False]})  # fmt: skip
     assert [e["scores"]["1"] for e in events] == pytest.approx(model.predict_proba(given)[:, 1], abs=1e-6)
+
+
+class TeamScorer:
+    """A team's own pyfunc: the probability of each class, one column per class named by class."""
+
+    def predict(self, context, model_input, params=None):
+        p = 1 / (1 + np.exp(-(np.log(model_input["amount"].astype(float)) - 4)))
+        return pd.DataFrame({"0": 1 - p, "1": p})
+
+
+def _pyfunc_model(folder, name, amount_type):
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    class Model(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return TeamScorer().predict(context, model_input)
+
+    path = folder / name
+    mlflow.pyfunc.save_model(str(path), python_model=Model(), pip_requirements=["mlflow"],
+                             signature=ModelSignature(inputs=Schema([ColSpec(amount_type, "amount")])))  # fmt: skip
+    return path
+
+
+def test_a_plain_pyfunc_is_served_and_a_wrongly_typed_input_is_refused(
+    warehouse_url, mlflow_store, tmp_path, external_specs
+):
+    path, _ = training_file(tmp_path, rows=1_000)
+    wrong = _register(path, warehouse_url, "--mlflow-model", str(_pyfunc_model(tmp_path, "as_text", "string")))
+    assert wrong.exit_code == 1
+    assert "model inputs whose type does not fit the spec's feature: amount (spec: numeric, model: string)" in wrong.output
+    done = _register(path, warehouse_url, "--mlflow-model", str(_pyfunc_model(tmp_path, "as_number", "double")), "--champion")
+    assert done.exit_code == 0, done.output
+    assert "spec features the model does not take (still profiled): tier, is_new" in done.output
+    router = _router(warehouse_url, tmp_path)
+    try:
+        (event,) = router.predict_batch(REQUESTS[:1])
+    finally:
+        router.close()
+    assert event["scores"]["1"] == pytest.approx(1 / (1 + np.exp(-(np.log(30.0) - 4))), abs=1e-6)
+    assert event["prediction"] == "0" and event["model_version"] == "1"
