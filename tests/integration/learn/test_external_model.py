@@ -191,3 +191,11 @@ def test_a_plain_pyfunc_is_served_and_a_wrongly_typed_input_is_refused(
         router.close()
     assert event["scores"]["1"] == pytest.approx(1 / (1 + np.exp(-(np.log(30.0) - 4))), abs=1e-6)
     assert event["prediction"] == "0" and event["model_version"] == "1"
+
+
+def test_register_needs_a_version_or_a_model_and_champion_needs_a_model(warehouse_url, tmp_path, external_specs):
+    path, _ = training_file(tmp_path, rows=200)
+    neither = _register(path, warehouse_url)
+    assert neither.exit_code == 1 and "give the version (--version), or the MLflow model" in neither.output
+    champion = _register(path, warehouse_url, "--version", "3", "--champion")
+    assert champion.exit_code == 1 and "--champion needs --mlflow-model" in champion.output
