@@ -281,6 +281,22 @@ def try_on(spec: ModelSpec, path: Path, check: ModelCheck, features: pd.DataFram
 # Registering
 
 
+def requirements(path: Path, pinned: tuple[str, ...]) -> list[str]:
+    """What the wrapped model needs to load: driftloop's model packages at this environment's versions,
+    plus the team model's own requirements.txt lines for any other package (xgboost, catboost, ...)."""
+    import re
+
+    lines = [f"{name}=={metadata.version(name)}" for name in pinned]
+    own = path / "requirements.txt"
+    if own.is_file():
+        for line in own.read_text().splitlines():
+            line = line.strip()
+            name = re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0].lower().replace("_", "-")
+            if line and not line.startswith(("#", "-")) and name not in pinned and line not in lines:
+                lines.append(line)
+    return lines
+
+
 def log_external_model(
     spec: ModelSpec,
     model_uri: str,
@@ -322,7 +338,7 @@ def log_external_model(
             artifacts={ARTIFACT: str(path)},
             signature=pyfunc.signature(spec),
             input_example=pyfunc.input_example(features, spec),
-            pip_requirements=[f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS],
+            pip_requirements=requirements(path, MODEL_REQUIREMENTS),
         )
     version_tags = {"driftloop.trigger": "external", "driftloop.candidate": f"external:{wrapped.flavor}",
                     "driftloop.source_uri": model_uri, **({"driftloop.external_version": external_version} if external_version else {})}  # fmt: skip
