@@ -83,6 +83,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("wall_seconds") is not None:
         lines.append(f"  {'wall time':<34} {summary['wall_seconds']:.0f} s")
+        spent = {k: v for k, v in (summary.get("timings") or {}).items() if k != "requests" and v >= 0.5}
+        if spent:
+            lines.append(f"  {'  of which (s)':<34} " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
 
 

@@ -4,12 +4,13 @@ alert, retrain, test on live traffic, promote or reject, watch.
 :class:`Loop` plays a :class:`~driftloop.sim.scenarios.LoopScenario` interval by interval. At each
 interval ``[start, end)`` it
 
-1. moves the simulation clock (:mod:`driftloop.core.clock`) to ``end``;
-2. serves the interval's requests through the real :class:`~driftloop.serve.router.Router` (real
+1. serves the interval's requests through the real :class:`~driftloop.serve.router.Router` (real
    MLflow models by alias, the live ``ops.traffic_allocation``; latency, serving errors and serving
    skew from the scenario, seeded), and lands the feedback whose labels have arrived by ``end``;
-3. runs ``ingest__<model>``, ``profile__<model>``, ``metrics`` and ``monitor__<model>`` with
+2. runs ``ingest__<model>``, ``profile__<model>``, ``metrics`` and ``monitor__<model>`` with
    ``dag.test()``, logical date and conf ``now`` = ``end`` (the order their Assets say);
+3. moves the simulation clock (:mod:`driftloop.core.clock`) to ``end``: what promote__<model>'s look
+   sensor waits on, so its look sees the interval's data loaded;
 4. asks ``retrain__<model>``'s gate (the function its sensor pokes) and runs the DAG when it fires
    (a scheduler would run it every hour and most runs would end skipped; one challenger at a time:
    not while an experiment or a watch runs);
@@ -68,10 +69,13 @@ def loop_spec_payload(base: ModelSpec, scenario: LoopScenario) -> dict[str, Any]
     retraining["triggers"]["volume"]["enabled"] = False  # labels pile up every interval: not a reason here
     retraining["triggers"]["schedule"]["every"] = "30d"
     retraining["triggers"]["degradation"]["window"] = "24h"
-    retraining["training"]["window"] = "2d"
+    retraining["training"]["window"] = "1d"  # a day of labels is ~7,000 rows; two would mix the old world in
     retraining["training"]["candidates"] = ["lightgbm", "logistic_regression"]
     # the offline gate times both models on this machine: the story must not hang on its load
     payload["promotion"]["offline_gate"]["max_latency_ratio"] = 1.5
+    # a concept drift changes which features matter: an importance-stability check would reject the
+    # very challenger that learned the new relationship
+    payload["promotion"]["offline_gate"]["min_importance_rank_correlation"] = -1.0
     online = payload["promotion"]["online"]
     per_day = scenario.rows_per_day
     online.update({"poke_interval": interval, "allocation_settle": "1m", "max_duration": "6d",
@@ -127,6 +131,7 @@ class Loop:
 
         spec_module._cached_specs.cache_clear()  # the loop's spec folder replaces the one read before
         self.spec = get_spec(self.model_name)
+        local_airflow.dag_bag(refresh=True)  # the DAGs as the loop's spec builds them, parsed once for the run
         warehouse.migrate(self.url)
         warehouse.sync_specs(self.url)
         clock.set_now(self.scenario.start)
@@ -165,9 +170,8 @@ class Loop:
             router = self._router = Router(self.model_name, self.url, ttl_seconds=0.0)
         router.latency, router.failure = latency, failure
         router.transform = serving_transform(self.scenario, role_of)
-        features = frame[[FEATURE_PREFIX + f.name for f in self.spec.features]]
-        features.columns = [f.name for f in self.spec.features]
-        stamps = list(frame["request_ts"].dt.to_pydatetime())
+        features = frame[[FEATURE_PREFIX + f.name for f in self.spec.features]].rename(columns=lambda c: c[len(FEATURE_PREFIX):])
+        stamps = list(frame["request_ts"].array.to_pydatetime())
         events = router.predict_batch(features, unit_ids=frame["unit_id"].tolist(), segments=frame["segment"].tolist(),
                                       prediction_ids=frame["prediction_id"].tolist(), request_ts=stamps)  # fmt: skip
         router.logger.flush()
@@ -201,12 +205,17 @@ class Loop:
     def step(self, start: datetime, end: datetime) -> None:
         from driftloop.learn.retrain import check_gate
 
-        clock.set_now(end)
+        began = time.perf_counter()
         served = self.serve(start, end)
+        self.timings["serve"] = self.timings.get("serve", 0.0) + time.perf_counter() - began
         self._run(f"ingest__{self.model_name}", end)
         self._run(f"profile__{self.model_name}", end)
         self._run("metrics", end)
         self._run(f"monitor__{self.model_name}", end)
+        # only now does promote__<model>'s clock reach the interval's end: its look sees the interval's
+        # files loaded and its marts built, as a look an hour after them would in a deployment
+        # (moved first, the look raced the interval's ingestion and saw its predictions without labels)
+        clock.set_now(end)
         if not self._promoting():
             gate = check_gate(self.url, self.model_name)
             if gate.fire:
@@ -328,6 +337,7 @@ class Loop:
     def run(self, progress: Callable[[int, int, datetime], None] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         self.setup()
+        self.timings["setup"] = time.perf_counter() - started
         steps = self.scenario.intervals()
         try:
             for i, (start, end) in enumerate(steps):
