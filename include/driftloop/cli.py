@@ -518,7 +518,7 @@ def demo(
     scenario: Annotated[str, typer.Option(help="A scenario of driftloop.sim.scenarios.")] = "drift",
     days: Annotated[int, typer.Option(min=1)] = 14,
     rows_per_day: Annotated[int, typer.Option(min=100)] = 7_500,
-    interval_hours: Annotated[int | None, typer.Option(min=1, max=24, help="Hours per step (default: the scenario's).")] = None,
+    interval_hours: Annotated[int, typer.Option(min=1, max=24, help="Simulated hours per step.")] = 24,
     report: Annotated[Path | None, typer.Option(help="Where the HTML report goes.")] = None,
 ) -> None:
     """The closed loop on the embedded warehouse: 14 simulated days through the real DAGs, a report."""

@@ -15,6 +15,7 @@ Every run is seeded and its clock is simulated, so the story is the same on ever
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.dags, pytest.mark.slow]
 
 ROWS_PER_DAY = 5_000
 DAILY = timedelta(hours=24)
+DRIFT = get_scenario("drift")
 
 
 @pytest.fixture
@@ -52,47 +54,48 @@ def _rows(url: str, query: str, *params):
 
 def test_drift_is_detected_retrained_tested_live_promoted_and_quality_recovers(play):
     run, url = play
-    summary, loop = run("drift")
-    kinds = [event.kind for event in loop.events]
-    assert "promotion" in kinds, summary["events"]
+    # the drift story, shortened: the relationship changes on day 3 of 10
+    summary, loop = run("drift", days=10, concept_drift=replace(DRIFT.concept_drift, start=DRIFT.start + timedelta(days=3)))
+    story = "\n".join(summary["events"])
     drift_day = loop.scenario.concept_drift.start
-    retrains = _rows(url, "select trigger, status, model_version, started_at from ops.retrain_runs "
+    retrains = _rows(url, "select trigger, status, model_version from ops.retrain_runs "
                           "where trigger <> 'bootstrap' and started_at >= %s order by retrain_run_id", drift_day)  # fmt: skip
-    assert retrains and retrains[0][0] in ("degradation", "drift") and retrains[0][1] == "succeeded"
-    promoted = retrains[-1][2]
-    aliases = dict(_rows(url, "select alias, model_version from ops.model_aliases where model_name = 'churn'"))
-    assert aliases["champion"] == promoted
-    decisions = _rows(url, "select step, decision from ops.decisions where model_name = 'churn' order by decision_id")
-    assert ("offline_gate", "pass") in decisions and ("watch", "rolled_back") not in decisions
+    assert retrains and retrains[0][0] in ("degradation", "drift") and retrains[0][1] == "succeeded", story
     experiments = _rows(url, "select challenger_version, status from ops.experiments order by started_at")
-    assert experiments[-1] == (promoted, "promoted"), experiments
+    assert experiments and experiments[0] == (retrains[0][2], "promoted"), (experiments, story)
+    decisions = _rows(url, "select step, decision from ops.decisions where model_name = 'churn' order by decision_id")
+    assert ("offline_gate", "pass") in decisions and ("watch", "keep") in decisions, story
+    assert ("watch", "rolled_back") not in decisions, story
     # the challenger served real traffic through the router, logged as the experiment's arm
     assert summary["requests"].get("challenger", 0) > 0
     # detected within two days of the drift, promoted within the story, quality back within 2 points
-    assert summary["time_to_detect"] is not None and summary["time_to_detect"] <= timedelta(days=2)
-    assert summary["time_to_promote"] is not None
+    assert summary["time_to_detect"] is not None and summary["time_to_detect"] <= timedelta(days=2), story
+    assert summary["time_to_promote"] is not None, story
     before, during, after = (summary[k] for k in ("accuracy_before_drift", "accuracy_during_drift", "accuracy_after_promotion"))
-    assert during < before - 0.03, (before, during)
-    assert after is not None and after >= before - 0.02, (before, during, after)
+    assert during < before - 0.03, (before, during, story)
+    assert after is not None and after >= before - 0.02, (before, during, after, story)
 
 
 def test_control_promotes_nothing_and_opens_no_critical_alert(play):
     run, url = play
-    summary, loop = run("control", days=7)
+    summary, loop = run("control", days=5)
     assert summary["promoted_at"] is None
     assert _rows(url, "select alias, model_version from ops.model_aliases where alias = 'champion'") == [("champion", "1")]
     critical = _rows(url, "select summary from ops.alerts where severity = 'critical'")
     assert critical == []
-    assert summary["requests"] == {"control": 7 * ROWS_PER_DAY}
+    assert summary["requests"] == {"control": 5 * ROWS_PER_DAY}
 
 
 def test_a_challenger_worse_on_live_traffic_is_rejected_and_the_champion_keeps_serving(play):
     run, url = play
-    summary, loop = run("worse_online")
+    worse = get_scenario("worse_online")
+    summary, loop = run("worse_online", days=7, concept_drift=replace(worse.concept_drift, start=worse.start + timedelta(days=2)))
+    story = "\n".join(summary["events"])
     decisions = _rows(url, "select step, decision from ops.decisions where model_name = 'churn' order by decision_id")
-    assert ("offline_gate", "pass") in decisions, decisions  # good offline ...
-    experiments = _rows(url, "select status from ops.experiments")
-    assert experiments == [("rejected",)], (experiments, decisions)  # ... worse online
+    assert ("offline_gate", "pass") in decisions, story  # good offline ...
+    statuses = [row[0] for row in _rows(url, "select status from ops.experiments order by started_at")]
+    assert statuses and statuses[0] == "rejected" and "promoted" not in statuses, (statuses, story)  # ... worse online
     assert summary["promoted_at"] is None and summary["requests"].get("challenger", 0) > 0
     assert _rows(url, "select model_version from ops.model_aliases where alias = 'champion'") == [("1",)]
-    assert _rows(url, "select challenger_share from ops.traffic_allocation where model_name = 'churn'") == [(0.0,)]
+    if statuses[-1] != "running":  # a later challenger may be on trial when the story ends
+        assert _rows(url, "select challenger_share from ops.traffic_allocation where model_name = 'churn'") == [(0.0,)]

@@ -33,6 +33,7 @@ __all__ = ["DEMO_DAYS", "DEMO_ROWS_PER_DAY", "format_summary", "reset_demo_state
 
 DEMO_DAYS = 14
 DEMO_ROWS_PER_DAY = 7_500  # 105,000 predictions in 14 days
+DEMO_INTERVAL_HOURS = 24  # a step (serve, land, the DAGs, a look) per simulated day: the 5-minute budget
 DEMO_REPORT = PROJECT_DIR / "reports" / "demo" / "index.html"
 _SCHEMAS = ("raw", "staging", "intermediate", "marts", "profiles", "ops")
 
@@ -112,7 +113,7 @@ def run_demo(
     scenario_name: str = "drift",
     days: int = DEMO_DAYS,
     rows_per_day: int = DEMO_ROWS_PER_DAY,
-    interval_hours: int | None = None,
+    interval_hours: int | None = DEMO_INTERVAL_HOURS,
     report: str | os.PathLike[str] | None = DEMO_REPORT,
     url: str | None = None,
     demo_home: str | os.PathLike[str] | None = None,
