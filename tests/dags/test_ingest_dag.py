@@ -51,3 +51,52 @@ def test_ingest_dag_loads_quarantines_emits_asset_and_reruns_cleanly(dagbag, war
     events = _asset_events("driftloop.churn.raw")
     assert len(events) == events_before + 1
     assert events[-1] == {"predictions_loaded": 2, "feedback_loaded": 0, "rows_rejected": 1}
+
+
+def test_the_bad_input_catalogue_through_the_dag_quarantines_every_case_and_joins_a_late_prediction(
+    dagbag, warehouse_url, tmp_path, monkeypatch
+):
+    """Every case of the simulator's bad-input catalogue (driftloop.sim.faults), landed next to good
+    traffic and run through ingest__churn: each is kept with its reason, one alert for the truncated
+    file, and feedback that arrived before its prediction joins once the prediction lands."""
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from driftloop.report import ingest_summary
+    from driftloop.sim.faults import land_awaiting_prediction, write_fault_files
+    from driftloop.sim.world import Scenario, simulate
+
+    spec = get_spec("churn")
+    root = tmp_path / "landing"
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    now = day + timedelta(days=1, hours=12)
+    simulate(spec, root, day, day + timedelta(days=1), Scenario(rows_per_hour=20, seed=7), now=now)
+    faults = write_fault_files(spec, root, day.date().isoformat(), now)
+    landed_at = (day + timedelta(days=1)).timestamp()  # old enough to be taken as complete files
+    for paths in faults.values():
+        for path in paths:
+            if os.path.exists(path):
+                os.utime(path, (landed_at, landed_at))
+    monkeypatch.setenv("DRIFTLOOP_WAREHOUSE_URL", warehouse_url)
+    monkeypatch.setenv("DRIFTLOOP_LANDING", str(root))
+    dag = dagbag.get_dag("ingest__churn")
+    clock = {"now": now.isoformat()}
+
+    assert dag.test(run_conf=clock, logical_date=now).state == "success"
+    assert ingest_summary(warehouse_url, "churn")["feedback_awaiting_prediction"] > 0
+    land_awaiting_prediction(spec, root, day.date().isoformat(), now)
+    assert dag.test(run_conf=clock, logical_date=now + timedelta(minutes=1)).state == "success"
+
+    summary = ingest_summary(warehouse_url, "churn")
+    statuses = {(f["kind"], f["status"]) for f in summary["files"]}
+    assert {("predictions", "loaded"), ("predictions", "duplicate"), ("predictions", "failed"),
+            ("predictions", "empty"), ("feedback", "loaded")} <= statuses  # fmt: skip
+    rules = {(r["kind"], r["rule"]) for r in summary["rejections"]}
+    assert {
+        ("predictions", "json"), ("predictions", "required"), ("predictions", "type"),
+        ("predictions", "probability"), ("predictions", "probability_sum"), ("predictions", "allowed_values"),
+        ("predictions", "duplicate"), ("predictions", "timestamp_range"), ("predictions", "timestamp_format"),
+        ("predictions", "range"), ("feedback", "model"),
+    } <= rules  # fmt: skip
+    assert summary["feedback_awaiting_prediction"] == 0
+    assert len(summary["alerts"]) == 1 and "truncated" in summary["alerts"][0]["summary"]

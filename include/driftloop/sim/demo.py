@@ -40,17 +40,20 @@ _SCHEMAS = ("raw", "staging", "intermediate", "marts", "profiles", "ops")
 
 def reset_demo_state(url: str, *, embedded: bool) -> None:
     """An empty warehouse for the story. The embedded one is the demo's own: its driftloop schemas are
-    dropped. Any other warehouse must not hold driftloop data yet (the demo never drops a user's)."""
+    dropped. Any other warehouse must hold no predictions yet (the demo never drops a user's data);
+    its empty driftloop schemas are dropped and migrated again."""
     with psycopg.connect(url, autocommit=True) as conn:
         present = [row[0] for row in conn.execute("select nspname from pg_namespace where nspname = any(%s)", (list(_SCHEMAS),))]
         if not present:
             return
         if not embedded:
-            has_rows = conn.execute("select exists (select 1 from information_schema.tables where table_schema = 'raw')").fetchone()[0]
+            has_rows = conn.execute("select to_regclass('raw.predictions') is not null").fetchone()[0] and conn.execute(
+                "select exists (select 1 from raw.predictions)"
+            ).fetchone()[0]
             if has_rows:
                 raise RuntimeError(
-                    f"{warehouse.redact(url)} already holds driftloop schemas ({', '.join(present)}): the demo only runs "
-                    "on the embedded warehouse or on an empty database (unset DRIFTLOOP_WAREHOUSE_URL, or name a new one)"
+                    f"{warehouse.redact(url)} already holds predictions: the demo only runs on the embedded warehouse or "
+                    "on a warehouse without data (unset DRIFTLOOP_WAREHOUSE_URL, or name a new database)"
                 )
         for schema in present:
             conn.execute(f'drop schema "{schema}" cascade')
