@@ -19,10 +19,10 @@ Every hour the promote DAG gathers per-arm counts from the warehouse and calls
    (within-step differences, pooled-variance weights) and carry their running p-values in
    :class:`SequentialState`. They used to be thresholds on point estimates, restarted at each ramp step:
    with lognormal latency (sigma 0.5) and 1 % errors in both arms of an A/A test, 78 % were rejected.
-3. **The always-valid test** of the primary 0/1 outcome (prediction correct, conversion), once each arm
-   has ``min_labelled_per_arm`` labels: promote when the treatment is better, reject when it is worse,
-   and (with ``minimum_detectable_effect`` set) reject for futility when an improvement of that size has
-   been ruled out.
+3. **The always-valid test** of the primary metric (``Policy.metric``: accuracy, a conversion rate or a
+   mean outcome; see the caveats), once each arm has ``min_labelled_per_arm`` labels (outcomes): promote
+   when the treatment is better, reject when it is worse, and (with ``minimum_detectable_effect`` set)
+   reject for futility when an improvement of that size has been ruled out.
 4. **Max duration** reached without a conclusion: inconclusive, the champion keeps all traffic.
 5. **Ramp** to the next canary step once the guardrails were measured and passed with enough treatment
    units at the current step; or, with a bandit strategy (``thompson``, ``epsilon_greedy``),
@@ -176,7 +176,7 @@ def _check_number(owner: str, field: str, value: Any, *, low: float | None = Non
 
 @dataclass(frozen=True)
 class ArmEvidence:
-    """Counts of one arm. ``successes`` is the sum of the 0/1 primary outcome over the labelled units.
+    """Counts of one arm. ``successes`` counts the labelled, served predictions that were right (accuracy).
 
     Latency: ``latency_p95_ms`` (the guardrail's absolute tolerance is on it) and the mean and variance of
     ln(latency in ms) over the arm's ``n_predictions`` (default: ``n_assigned``), which the sequential
