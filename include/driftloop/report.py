@@ -289,8 +289,9 @@ def model_status_in(conn: psycopg.Connection, model_name: str, decisions: int = 
         if test:
             statistics = test[0]["statistics"] or {}
             numbers = statistics.get("test") or {}
+            metric = statistics.get("metric") or {}  # the primary metric and its numbers per arm
             estimate = {"decided_at": test[0]["decided_at"], "decision": test[0]["decision"],
-                        "metric": statistics.get("metric", "accuracy"), "difference": numbers.get("difference"),
+                        "metric": metric.get("name", "accuracy"), "difference": numbers.get("difference"),
                         "interval": numbers.get("always_valid_interval"),
                         "level": numbers.get("always_valid_interval_level"),
                         "share": statistics.get("treatment_share")}  # fmt: skip

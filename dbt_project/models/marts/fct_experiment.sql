@@ -24,7 +24,9 @@ experiment_arms as (
         experiments.experiment_id,
         experiments.model_name,
         arms.arm,
-        arms.model_version
+        arms.model_version,
+        -- the experiment's primary metric, as its policy (the spec's promotion.online, stored at its start) says
+        coalesce(experiments.policy -> 'online' ->> 'metric', 'accuracy') as primary_metric
     from experiments
     cross join lateral (
         values
@@ -50,6 +52,7 @@ experiment_predictions as (
         experiment_arms.arm,
         experiment_arms.model_name,
         experiment_arms.model_version,
+        experiment_arms.primary_metric,
         labeled_predictions.prediction_id,
         experiment_units.unit_id,
         labeled_predictions.request_ts,
@@ -90,6 +93,7 @@ window_arms as (
         -- one per experiment and arm (from ops.experiments), so grouping by them keeps the grain
         model_name,
         model_version,
+        primary_metric,
         -- a request without a unit_id is its own unit, as the promote DAG's evidence counts it
         -- (driftloop.promote.experiments): the mart and the decision's numbers agree
         count(distinct coalesce(unit_id, prediction_id)) as n_units,
@@ -98,12 +102,22 @@ window_arms as (
         count(*) filter (where not is_failed and is_labelled) as n_labelled,
         count(*) filter (where is_correct) as n_correct,
         count(outcome) filter (where is_labelled) as n_outcomes,
+        count(*) filter (where is_labelled and outcome > 0) as n_positive_outcomes,
         {{ stable_avg('outcome') }} filter (where is_labelled) as outcome_mean,
+        stddev_samp(outcome order by outcome) filter (where is_labelled) as outcome_sd,
         -- linear interpolation between the closest ranks, like numpy.percentile's default (fct_latency)
         percentile_cont(0.95) within group (order by latency_ms) as latency_p95_ms,
         max(loaded_at) as source_loaded_at
     from windowed
-    group by {{ grain | join(', ') }}, model_name, model_version
+    group by {{ grain | join(', ') }}, model_name, model_version, primary_metric
+),
+
+metrics as (
+    select
+        window_arms.*,
+        {{ safe_divide('n_correct', 'n_labelled') }} as accuracy,
+        {{ safe_divide('n_positive_outcomes', 'n_outcomes') }} as outcome_rate
+    from window_arms
 ),
 
 final as (
@@ -127,9 +141,19 @@ final as (
         n_correct,
         n_outcomes,
 
-        ---------- the primary metric and the outcome
-        {{ safe_divide('n_correct', 'n_labelled') }} as accuracy,
+        ---------- the primary metric (the one the decision tests), then every metric
+        primary_metric,
+        case primary_metric
+            when 'outcome_rate' then outcome_rate
+            when 'outcome_mean' then outcome_mean
+            else accuracy
+        end as primary_metric_value,
+        case when primary_metric = 'accuracy' then n_labelled else n_outcomes end as primary_metric_n,
+        accuracy,
+        outcome_rate,
         outcome_mean,
+        outcome_sd,
+        n_positive_outcomes,
 
         ---------- guardrails
         latency_p95_ms,
@@ -138,7 +162,7 @@ final as (
         ---------- lineage
         source_loaded_at
 
-    from window_arms
+    from metrics
 )
 
 select * from final

@@ -397,8 +397,12 @@ class OfflineGate(_Strict):
 class Online(_Strict):
     """The live experiment (driftloop.promote.decision.Policy; see its module docstring for the method)."""
 
+    # the primary metric: accuracy (the prediction was right), outcome_rate (share of the feedback's
+    # outcome > 0: a conversion) or outcome_mean (the mean outcome, e.g. revenue)
+    metric: Literal["accuracy", "outcome_rate", "outcome_mean"] = "accuracy"
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    mixing_sd: float = Field(default=0.02, gt=0)  # mSPRT tau: about the accuracy gain worth detecting
+    # mSPRT tau: about the gain worth detecting, on the metric's scale (a rate, or the outcome's units)
+    mixing_sd: float = Field(default=0.02, gt=0)
     min_labelled_per_arm: int = Field(default=200, ge=1)
     srm_p_value_threshold: float = Field(default=0.001, gt=0, lt=1)  # sequential (always-valid) SRM test
     srm_prior_concentration: float = Field(default=100.0, gt=0)  # its Dirichlet prior: k x planned shares
@@ -437,6 +441,12 @@ class Online(_Strict):
         if not self.bandit_min_share < self.bandit_max_share:
             raise ValueError(
                 f"expected bandit_min_share < bandit_max_share, got {self.bandit_min_share}, {self.bandit_max_share}"
+            )
+        if self.metric == "outcome_mean" and "mixing_sd" not in self.model_fields_set:
+            # the default (0.02) is a difference in rates; on revenue it would take millions of outcomes
+            raise ValueError(
+                "metric outcome_mean needs mixing_sd in the outcome's units: about the gain in mean outcome "
+                "worth detecting quickly (e.g. 5 % of the mean outcome)"
             )
         return self
 

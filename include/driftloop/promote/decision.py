@@ -19,10 +19,10 @@ Every hour the promote DAG gathers per-arm counts from the warehouse and calls
    (within-step differences, pooled-variance weights) and carry their running p-values in
    :class:`SequentialState`. They used to be thresholds on point estimates, restarted at each ramp step:
    with lognormal latency (sigma 0.5) and 1 % errors in both arms of an A/A test, 78 % were rejected.
-3. **The always-valid test** of the primary 0/1 outcome (prediction correct, conversion), once each arm
-   has ``min_labelled_per_arm`` labels: promote when the treatment is better, reject when it is worse,
-   and (with ``minimum_detectable_effect`` set) reject for futility when an improvement of that size has
-   been ruled out.
+3. **The always-valid test** of the primary metric (``Policy.metric``: accuracy, a conversion rate or a
+   mean outcome; see the caveats), once each arm has ``min_labelled_per_arm`` labels (outcomes): promote
+   when the treatment is better, reject when it is worse, and (with ``minimum_detectable_effect`` set)
+   reject for futility when an improvement of that size has been ruled out.
 4. **Max duration** reached without a conclusion: inconclusive, the champion keeps all traffic.
 5. **Ramp** to the next canary step once the guardrails were measured and passed with enough treatment
    units at the current step; or, with a bandit strategy (``thompson``, ``epsilon_greedy``),
@@ -101,7 +101,27 @@ Caveats and how they are handled:
   dependency: it pulls cvxpy and matplotlib).
 * The guardrails' latency test assumes the predictions' ln(latency) are independent; a unit's repeated
   requests served together (one slow host) make its variance too small, as for the main test.
-* The primary outcome is 0/1; continuous outcomes (revenue, needing sums of squares) are not supported.
+* The primary metric (``Policy.metric``, the spec's ``promotion.online.metric``) is ``accuracy`` (the
+  prediction was right), ``outcome_rate`` (the share of the feedback's ``outcome`` values that are > 0: a
+  conversion) or ``outcome_mean`` (the mean ``outcome``, e.g. revenue). The two rates go through the same
+  pooled / Farrington-Manning path; the outcomes count every request whose feedback has an outcome,
+  failed ones included (the user had an outcome whether or not the model answered; ``fct_experiment``
+  counts them the same way). ``outcome_mean`` tests the difference of means (:func:`difference_in_means`)
+  from each arm's n, sum and sum of squares, with the variance estimated from the data: the larger of the
+  pooled one under the null (both arms' values about their common mean, the score test's, as the pooled
+  rate is for 0/1) and the unpooled (Welch) one. The pooled variance is the floor, for the reason it is
+  for rates: a revenue-like outcome is skewed, most of its variance comes from rare large values, and a
+  small arm that drew none of them has a sample variance far below the true one (for a lognormal with
+  sigma 1, 200 draws underestimate the variance two times in three); the unpooled one covers the
+  opposite case, a small arm that drew one of them, whose mean jumps together with its own variance
+  while the pooled variance, dominated by the large arm, barely moves. Both estimate the same variance
+  under the null, so the max keeps the asymptotic guarantee and errs on the safe side: in simulated A/A
+  experiments (lognormal sigma 1, 10 % canary, label delay, 400 a row) the pooled variance alone
+  promoted 3.3 % (300/h) and 3.5 % (3,000/h), the larger of the two 1.3 % and 1.5 % (README). A step whose values are all equal has no variance and carries no
+  weight. ``mixing_sd`` (and ``minimum_detectable_effect``) are on the metric's scale: a difference in
+  rates, or in the outcome's units for ``outcome_mean`` (the spec refuses ``outcome_mean`` without one).
+  The bandits compare the arms' posteriors of the metric (Beta for rates, the normal approximation of
+  the mean for ``outcome_mean``). The watch after a promotion still tests the success rate (accuracy).
 """
 
 from __future__ import annotations
@@ -119,6 +139,8 @@ from driftloop.core.spec import Online, Watch
 
 Action = Literal["continue", "ramp", "reallocate", "promote", "reject", "halt", "inconclusive", "rollback", "keep"]
 Strategy = Literal["canary", "thompson", "epsilon_greedy"]
+Metric = Literal["accuracy", "outcome_rate", "outcome_mean"]
+METRICS: tuple[str, ...] = ("accuracy", "outcome_rate", "outcome_mean")
 
 # Rules in order of precedence: the first that holds decides (np.select in _evaluate_looks).
 RULES: tuple[tuple[str, Action], ...] = (
@@ -154,13 +176,17 @@ def _check_number(owner: str, field: str, value: Any, *, low: float | None = Non
 
 @dataclass(frozen=True)
 class ArmEvidence:
-    """Counts of one arm. ``successes`` is the sum of the 0/1 primary outcome over the labelled units.
+    """Counts of one arm. ``successes`` counts the labelled, served predictions that were right (accuracy).
 
     Latency: ``latency_p95_ms`` (the guardrail's absolute tolerance is on it) and the mean and variance of
     ln(latency in ms) over the arm's ``n_predictions`` (default: ``n_assigned``), which the sequential
     latency guardrail tests. They are None when nothing was measured (an arm without predictions); an arm
     with predictions but no latency is "latency not measured": it neither passes nor breaches, and the
-    decision waits (never promotes) until it is measured. Errors are counted per prediction."""
+    decision waits (never promotes) until it is measured. Errors are counted per prediction.
+
+    The feedback's business outcome (the metrics ``outcome_rate`` and ``outcome_mean``): ``n_outcomes``
+    requests whose latest feedback has an outcome (failed ones included), ``outcome_positive`` of them
+    with an outcome > 0 (conversions), and the sum and sum of squares of the outcomes."""
 
     name: str
     n_assigned: int
@@ -171,6 +197,10 @@ class ArmEvidence:
     n_predictions: int | None = None
     log_latency_mean: float | None = None
     log_latency_variance: float | None = None
+    n_outcomes: int = 0
+    outcome_positive: int = 0
+    outcome_sum: float = 0.0
+    outcome_sum_squares: float = 0.0
 
     def __post_init__(self) -> None:
         owner = f"arm {self.name!r}"
@@ -191,6 +221,40 @@ class ArmEvidence:
         _check_number(owner, "log_latency_variance", self.log_latency_variance, low=0.0, optional=True)
         if (self.log_latency_mean is None) != (self.log_latency_variance is None):
             raise ValueError(f"{owner}: log_latency_mean and log_latency_variance go together, got one of them")
+        self._check_outcomes(owner)
+
+    def _check_outcomes(self, owner: str) -> None:
+        _check_count(owner, "n_outcomes", self.n_outcomes)
+        _check_count(owner, "outcome_positive", self.outcome_positive)
+        if not 0 <= self.outcome_positive <= self.n_outcomes <= self.n_predictions:
+            raise ValueError(
+                f"{owner}: expected 0 <= outcome_positive <= n_outcomes <= n_predictions, got "
+                f"{self.outcome_positive}, {self.n_outcomes}, {self.n_predictions}"
+            )
+        _check_number(owner, "outcome_sum", self.outcome_sum)
+        _check_number(owner, "outcome_sum_squares", self.outcome_sum_squares, low=0.0)
+        # Cauchy-Schwarz: sum^2 <= n * sum of squares (a rounding's worth of slack), and nothing without outcomes
+        slack = 1e-9 * max(1.0, self.n_outcomes * self.outcome_sum_squares)
+        if self.outcome_sum**2 > self.n_outcomes * self.outcome_sum_squares + slack:
+            raise ValueError(
+                f"{owner}: outcome_sum^2 must be <= n_outcomes x outcome_sum_squares, got {self.outcome_sum!r}, "
+                f"{self.n_outcomes}, {self.outcome_sum_squares!r}"
+            )
+
+    def metric_counts(self, metric: str) -> tuple[float, float, float]:
+        """(n, sum, sum of squares) of the primary metric's values: 0/1 for the rates (their sum of squares
+        is their sum), the outcome for ``outcome_mean``."""
+        if metric == "accuracy":
+            return self.n_labelled, self.successes, self.successes
+        if metric == "outcome_rate":
+            return self.n_outcomes, self.outcome_positive, self.outcome_positive
+        if metric == "outcome_mean":
+            return self.n_outcomes, self.outcome_sum, self.outcome_sum_squares
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+
+    def metric_value(self, metric: str) -> float | None:
+        n, total, _ = self.metric_counts(metric)
+        return total / n if n else None
 
     @property
     def error_rate(self) -> float:
@@ -316,10 +380,12 @@ def _check_guardrail_policy(policy: Any) -> None:
 
 @dataclass(frozen=True)
 class Policy:
-    """Thresholds of the decision. Defaults suit an accuracy-like outcome around 0.8."""
+    """Thresholds of the decision. Defaults suit an accuracy-like outcome around 0.8; ``mixing_sd`` and
+    ``minimum_detectable_effect`` are on the scale of ``metric`` (module docstring)."""
 
     alpha: float = 0.05
     mixing_sd: float = 0.02  # tau: about the effect worth detecting quickly (module docstring)
+    metric: Metric = "accuracy"  # the primary metric: accuracy, outcome_rate or outcome_mean
     min_labelled_per_arm: int = 200
     srm_p_value_threshold: float = 0.001  # on the always-valid p-value of the sequential SRM test
     srm_prior_concentration: float = 100.0  # k of its Dirichlet prior k x planned shares (savvi's default)
@@ -355,6 +421,8 @@ class Policy:
             raise ValueError("min_treatment_assigned_per_step must be >= min_assigned_for_guardrails")
         if self.minimum_detectable_effect is not None and not self.minimum_detectable_effect > 0:
             raise ValueError(f"minimum_detectable_effect must be > 0, got {self.minimum_detectable_effect}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.strategy not in ("canary", "thompson", "epsilon_greedy"):
             raise ValueError(f"strategy must be canary, thompson or epsilon_greedy, got {self.strategy!r}")
         if not 0 < self.bandit_min_share < self.bandit_max_share < 1 or not 0 < self.epsilon < 1:
@@ -554,13 +622,66 @@ def difference_in_rates(
             )
             null_variance = null_control * (1 - null_control) / n_control + null_treatment * (1 - null_treatment) / n_treatment
         usable = (n_control > 0) & (n_treatment > 0) & (pooled_variance > 0) & (null_variance > 0)
-        weight = np.where(usable, 1.0 / pooled_variance, 0.0)
+        return _combine_steps(rate_treatment - rate_control, pooled_variance, null_variance, usable)
+
+
+def _combine_steps(step_difference: np.ndarray, weight_variance: np.ndarray, step_variance: np.ndarray,
+                   usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Within-step differences combined over steps (last axis) with weights 1 / ``weight_variance`` (the
+    pooled one: no sign of the difference under the null), and the combination's variance from each step's
+    ``step_variance``; NaN where no step is usable."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weight = np.where(usable, 1.0 / np.where(usable, weight_variance, 1.0), 0.0)
         total_weight = weight.sum(axis=-1)
-        weighted_difference = (weight * np.where(usable, rate_treatment - rate_control, 0.0)).sum(axis=-1)
+        weighted_difference = (weight * np.where(usable, step_difference, 0.0)).sum(axis=-1)
         difference = np.where(total_weight > 0, weighted_difference / total_weight, np.nan)
-        weighted_variance = (weight**2 * np.where(usable, null_variance, 0.0)).sum(axis=-1)
+        weighted_variance = (weight**2 * np.where(usable, step_variance, 0.0)).sum(axis=-1)
         variance = np.where(total_weight > 0, weighted_variance / total_weight**2, np.nan)
     return difference, variance
+
+
+def difference_in_means(
+    n_control: np.ndarray,
+    sum_control: np.ndarray,
+    sum_squares_control: np.ndarray,
+    n_treatment: np.ndarray,
+    sum_treatment: np.ndarray,
+    sum_squares_treatment: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Treatment minus control mean outcome, within steps, combined across steps, and its variance, from
+    each arm's n, sum and sum of squares (``outcome_mean``).
+
+    A step's variance is the larger of the pooled one under the null, s0^2 (1 / n_c + 1 / n_t) with s0^2
+    the sample variance of both arms' values about their common mean, and the unpooled (Welch) one,
+    s_c^2 / n_c + s_t^2 / n_t; the module docstring says why (the pooled one is the floor). Steps are
+    weighted by the inverse of the pooled variance, which under the null carries no sign of the
+    difference (as in :func:`difference_in_rates`). A step where an arm has no outcome, or where every
+    value is the same (no variance), carries no weight; with no usable step both results are NaN."""
+    n_c = np.asarray(n_control, dtype=float)
+    n_t = np.asarray(n_treatment, dtype=float)
+    sum_c, sum_t = np.asarray(sum_control, dtype=float), np.asarray(sum_treatment, dtype=float)
+    squares_c, squares_t = np.asarray(sum_squares_control, dtype=float), np.asarray(sum_squares_treatment, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_c, mean_t = sum_c / n_c, sum_t / n_t
+        total = n_c + n_t
+        pooled_mean = (sum_c + sum_t) / total
+        pooled = np.maximum(squares_c + squares_t - total * pooled_mean**2, 0.0) / (total - 1)
+        own_c = np.where(n_c > 1, np.maximum(squares_c - n_c * mean_c**2, 0.0) / (n_c - 1), 0.0)
+        own_t = np.where(n_t > 1, np.maximum(squares_t - n_t * mean_t**2, 0.0) / (n_t - 1), 0.0)
+        pooled_variance = pooled * (1 / n_c + 1 / n_t)
+        step_variance = np.maximum(pooled_variance, own_c / n_c + own_t / n_t)
+        usable = (n_c > 0) & (n_t > 0) & (total > 1) & np.isfinite(pooled_variance) & (pooled_variance > 0)
+        return _combine_steps(mean_t - mean_c, pooled_variance, step_variance, usable)
+
+
+def metric_difference(counts: _StepCounts, metric: str, null_difference: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The primary metric's treatment - control difference and its variance (under ``null_difference`` for
+    the rates), combined over steps: :func:`difference_in_rates` or :func:`difference_in_means`."""
+    if metric == "outcome_mean":
+        return difference_in_means(counts.labelled_control, counts.successes_control, counts.sum_squares_control,
+                                   counts.labelled_treatment, counts.successes_treatment, counts.sum_squares_treatment)  # fmt: skip
+    return difference_in_rates(counts.labelled_control, counts.successes_control, counts.labelled_treatment,
+                               counts.successes_treatment, null_difference)  # fmt: skip
 
 
 def log_mixture_likelihood_ratio(
@@ -619,9 +740,13 @@ def bandit_share(
     labelled_treatment: np.ndarray,
     successes_treatment: np.ndarray,
     policy: Policy,
+    sum_squares_control: np.ndarray | None = None,
+    sum_squares_treatment: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The treatment's next share under the policy's bandit strategy, and the posterior probability that
-    the treatment is better, from each arm's labelled counts (summed over steps).
+    the treatment is better, from each arm's labelled counts (summed over steps). With sums of squares
+    (``outcome_mean``: ``successes`` are then sums of outcomes) each arm's mean is compared through its
+    normal approximation, mean and s^2 / n (s^2 at least the pooled variance of both arms, as the test's).
 
     Posteriors are Beta(1 + successes, 1 + failures), compared through their normal approximation, so the
     result is deterministic. Thompson sampling gives the treatment the probability that it is the better
@@ -637,9 +762,20 @@ def bandit_share(
         b = 1 + np.asarray(labelled, dtype=float) - np.asarray(successes, dtype=float)
         return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
 
-    mean_control, variance_control = posterior(labelled_control, successes_control)
-    mean_treatment, variance_treatment = posterior(labelled_treatment, successes_treatment)
-    p_treatment_better = stats.norm.cdf((mean_treatment - mean_control) / np.sqrt(variance_control + variance_treatment))
+    if sum_squares_control is None or sum_squares_treatment is None:
+        mean_control, variance_control = posterior(labelled_control, successes_control)
+        mean_treatment, variance_treatment = posterior(labelled_treatment, successes_treatment)
+    else:
+        n_c, n_t = np.maximum(np.asarray(labelled_control, dtype=float), 1.0), np.maximum(np.asarray(labelled_treatment, dtype=float), 1.0)
+        mean_control, mean_treatment = np.asarray(successes_control) / n_c, np.asarray(successes_treatment) / n_t
+        _, variance = difference_in_means(n_c, successes_control, sum_squares_control, n_t, successes_treatment,
+                                          sum_squares_treatment)  # fmt: skip
+        # the variance of the difference, split between the arms as 1 / n: an arm's posterior variance
+        variance = np.where(np.isfinite(variance), variance, np.inf)
+        variance_control, variance_treatment = variance * (1 / n_c) / (1 / n_c + 1 / n_t), variance * (1 / n_t) / (1 / n_c + 1 / n_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (mean_treatment - mean_control) / np.sqrt(variance_control + variance_treatment)
+    p_treatment_better = stats.norm.cdf(np.where(np.isfinite(z), z, 0.0))
     if policy.strategy == "thompson":
         share = p_treatment_better
     elif policy.strategy == "epsilon_greedy":
@@ -765,6 +901,9 @@ class _StepCounts:
     successes_control: np.ndarray
     successes_treatment: np.ndarray
     guardrails: _GuardrailCounts
+    # outcome_mean: "labelled" are the n of outcomes, "successes" their sums, and these their sums of squares
+    sum_squares_control: np.ndarray | None = None
+    sum_squares_treatment: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -815,25 +954,14 @@ def _evaluate_looks(
     enough_labels = (counts.labelled_control.sum(axis=-1) >= policy.min_labelled_per_arm) & (
         counts.labelled_treatment.sum(axis=-1) >= policy.min_labelled_per_arm
     )
-    difference, variance = difference_in_rates(
-        counts.labelled_control,
-        counts.successes_control,
-        counts.labelled_treatment,
-        counts.successes_treatment,
-    )
+    difference, variance = metric_difference(counts, policy.metric)
     log_lr_better = log_one_sided_mixture_likelihood_ratio(difference, variance, policy.mixing_sd)
     log_lr_worse = log_one_sided_mixture_likelihood_ratio(-difference, variance, policy.mixing_sd)
     if policy.minimum_detectable_effect is None:
         log_lr_futility = np.full_like(log_lr_better, -np.inf)
     else:
-        # H0: difference >= mde, its variance at the rates restricted to that null
-        _, futility_variance = difference_in_rates(
-            counts.labelled_control,
-            counts.successes_control,
-            counts.labelled_treatment,
-            counts.successes_treatment,
-            policy.minimum_detectable_effect,
-        )
+        # H0: difference >= mde, its variance at the rates restricted to that null (a mean's: the same)
+        _, futility_variance = metric_difference(counts, policy.metric, policy.minimum_detectable_effect)
         log_lr_futility = log_one_sided_mixture_likelihood_ratio(
             policy.minimum_detectable_effect - difference, futility_variance, policy.mixing_sd
         )
@@ -862,6 +990,8 @@ def _evaluate_looks(
             counts.labelled_treatment.sum(axis=-1),
             counts.successes_treatment.sum(axis=-1),
             policy,
+            None if counts.sum_squares_control is None else counts.sum_squares_control.sum(axis=-1),
+            None if counts.sum_squares_treatment is None else counts.sum_squares_treatment.sum(axis=-1),
         )
         current_share = np.asarray(current_share, dtype=float)
         target_share = np.where(
@@ -914,7 +1044,7 @@ def _evaluate_looks(
 def decide(evidence: Evidence, policy: Policy) -> Decision:
     """The action for one look at an experiment, with a readable reason and the numbers behind it."""
     steps = evidence.steps
-    counts = _step_counts(steps)
+    counts = _step_counts(steps, policy.metric)
     control, treatment = evidence.control, evidence.treatment
     latency = _latency_comparison(treatment, control, policy.latency_p95_tolerance_ms)
     latency_p95_ratio = latency["ratio"]
@@ -985,6 +1115,7 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
         "hours_elapsed": evidence.hours_elapsed,
         "treatment_share": evidence.treatment_share,
         "allocation_steps": len(steps),
+        "metric": _metric_statistics(policy.metric, steps),
         "arms": {
             "control": _arm_statistics(control, assigned_control, labelled_control, rate_control),
             "treatment": _arm_statistics(treatment, assigned_treatment, labelled_treatment, rate_treatment),
@@ -1071,19 +1202,27 @@ def decide(evidence: Evidence, policy: Policy) -> Decision:
     return Decision(action, float(next_allocation), reason, _plain(statistics), state)
 
 
-def _step_counts(steps: tuple[AllocationStep, ...]) -> _StepCounts:
+def _step_counts(steps: tuple[AllocationStep, ...], metric: str = "accuracy") -> _StepCounts:
+    """One experiment's counts, one column per step; the primary metric's n, sum (and, for
+    ``outcome_mean``, sum of squares) as "labelled" and "successes"."""
+
     def row(values: Any) -> np.ndarray:
         return np.array([list(values)], dtype=float)
 
+    control = [step.control.metric_counts(metric) for step in steps]
+    treatment = [step.treatment.metric_counts(metric) for step in steps]
+    mean = metric == "outcome_mean"
     return _StepCounts(
         treatment_share=row(step.treatment_share for step in steps),
         assigned_control=row(step.control.n_assigned for step in steps),
         assigned_treatment=row(step.treatment.n_assigned for step in steps),
-        labelled_control=row(step.control.n_labelled for step in steps),
-        labelled_treatment=row(step.treatment.n_labelled for step in steps),
-        successes_control=row(step.control.successes for step in steps),
-        successes_treatment=row(step.treatment.successes for step in steps),
+        labelled_control=row(n for n, _, _ in control),
+        labelled_treatment=row(n for n, _, _ in treatment),
+        successes_control=row(total for _, total, _ in control),
+        successes_treatment=row(total for _, total, _ in treatment),
         guardrails=_guardrail_counts([step.control for step in steps], [step.treatment for step in steps]),
+        sum_squares_control=row(squares for _, _, squares in control) if mean else None,
+        sum_squares_treatment=row(squares for _, _, squares in treatment) if mean else None,
     )
 
 
@@ -1103,6 +1242,32 @@ def _guardrail_counts(controls: list[ArmEvidence], treatments: list[ArmEvidence]
         log_latency_mean_treatment=row(treatments, "log_latency_mean"),
         log_latency_variance_treatment=row(treatments, "log_latency_variance"),
     )
+
+
+def _metric_statistics(metric: str, steps: tuple[AllocationStep, ...]) -> dict[str, Any]:
+    """The primary metric of each arm over all steps: its n, value (rate or mean) and sample sd."""
+
+    def arm(arms: list[ArmEvidence]) -> dict[str, Any]:
+        n, total, squares = (sum(values) for values in zip(*(a.metric_counts(metric) for a in arms), strict=True))
+        value = total / n if n else None
+        sd = math.sqrt(max(squares - n * value**2, 0.0) / (n - 1)) if n > 1 else None
+        return {"n": int(n), "value": value, "sd": sd}
+
+    return {"name": metric, "control": arm([step.control for step in steps]),
+            "treatment": arm([step.treatment for step in steps])}  # fmt: skip
+
+
+METRIC_LABELS = {"accuracy": "accuracy", "outcome_rate": "conversion", "outcome_mean": "mean outcome"}
+
+
+def _metric_text(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric == "outcome_rate":
+        return f"{value:.2%}"
+    if metric == "outcome_mean":
+        return f"{value:.4g}"
+    return f"{value:.4f}"
 
 
 def _arm_statistics(
@@ -1130,9 +1295,12 @@ def _reason(
         statistics["test"],
     )
     lower, upper = test["always_valid_interval"]
+    metric = statistics["metric"]
+    counted = "labelled" if policy.metric == "accuracy" else "with an outcome"
     estimate = (
-        f"success rate {_rate(arms['treatment']['success_rate'])} (treatment, {arms['treatment']['n_labelled']:,} labelled) "
-        f"vs {_rate(arms['control']['success_rate'])} (control, {arms['control']['n_labelled']:,} labelled), "
+        f"{METRIC_LABELS[policy.metric]} {_metric_text(policy.metric, metric['treatment']['value'])} vs "
+        f"{_metric_text(policy.metric, metric['control']['value'])} (treatment vs control, "
+        f"{metric['treatment']['n']:,} and {metric['control']['n']:,} {counted}), "
         f"difference {_signed(test['difference'])}, always-valid {test['always_valid_interval_level']:.0%} interval "
         f"[{lower:+.4f}, {upper:+.4f}]"
     )
@@ -1189,7 +1357,7 @@ def _reason(
             f"{guardrails['latency_p95_increase_ms']:+.1f} ms, always-valid p(over {policy.max_latency_p95_ratio:.2f}x) = "
             f"{guardrails['always_valid_p_value_latency']:.3g}; error rate {treatment.error_rate:.2%} vs {control.error_rate:.2%}, "
             f"always-valid p(increase over {policy.max_error_rate_increase:+.2%}) = {guardrails['always_valid_p_value_error_rate']:.3g}); "
-            f"always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
+            f"{estimate}; always-valid p(better) = {test['always_valid_p_value_better']:.3g}."
         )
     if rule == "reallocate":
         allocation = statistics["allocation"]
@@ -1210,10 +1378,11 @@ def _reason(
             f"{test['always_valid_p_value_better']:.3g}."
         )
     if not test["enough_labels"]:
+        what = "labels" if policy.metric == "accuracy" else "outcomes"
         return (
-            f"Continue at {evidence.treatment_share:.0%}: waiting for labels, {arms['control']['n_labelled']:,} in control "
-            f"and {arms['treatment']['n_labelled']:,} in treatment; each arm needs {policy.min_labelled_per_arm:,} "
-            "before the test counts."
+            f"Continue at {evidence.treatment_share:.0%}: waiting for {what}, {metric['control']['n']:,} in control "
+            f"and {metric['treatment']['n']:,} in treatment; each arm needs {policy.min_labelled_per_arm:,} "
+            f"before the test of {METRIC_LABELS[policy.metric]} counts."
         )
     if not guardrails["latency_measured"] and min(control.n_assigned, treatment.n_assigned) > 0:
         missing = " and ".join(arm.name for arm in (control, treatment) if arm.latency_p95_ms is None)

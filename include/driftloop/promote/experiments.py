@@ -5,7 +5,8 @@ new champion, written to the warehouse.
   index; none while a promoted champion is still watched) and points ``ops.traffic_allocation`` (what
   the router reads) at the first allocation (``ramp_steps[0]``).
 * :func:`gather_evidence` counts each arm per allocation step from the warehouse (units, labelled
-  predictions, correct ones, errors, latency p95), with the sequential state of the last look.
+  predictions, correct ones, errors, latency, and the feedback's outcomes: n, > 0, sum, sum of squares,
+  for the primary metric ``promotion.online.metric``), with the sequential state of the last look.
 * :func:`step_experiment` is one look: evidence -> ``driftloop.promote.decision.decide`` -> ``ops.decisions`` ->
   the action: ramp (canary) or reallocate (Thompson sampling, epsilon-greedy): a new allocation step;
   promote (alias ``champion`` -> the challenger, then the allocation: 100 % to it, and the watch
@@ -142,7 +143,9 @@ def _set_allocation(conn, model_name: str, experiment_id: str | None, champion: 
 
 def _counts_sql(where: str) -> str:
     """Per variant: units, labelled predictions, correct ones, errors and latency p95 of the predictions
-    ``where`` selects (a fixed fragment of this module with %s parameters)."""
+    ``where`` selects (a fixed fragment of this module with %s parameters), and the latest feedback's
+    outcome: how many requests have one (failed ones included, as fct_experiment counts them), how many
+    are > 0, their sum and sum of squares (the sufficient statistics of outcome_rate and outcome_mean)."""
     return f"""
     select
         predictions.variant,
@@ -153,10 +156,14 @@ def _counts_sql(where: str) -> str:
         percentile_cont(0.95) within group (order by predictions.latency_ms) as latency_p95_ms,
         count(*) as n_predictions,
         avg(ln(greatest(predictions.latency_ms, {LATENCY_FLOOR_MS!r}))) as log_latency_mean,
-        var_samp(ln(greatest(predictions.latency_ms, {LATENCY_FLOOR_MS!r}))) as log_latency_variance
+        var_samp(ln(greatest(predictions.latency_ms, {LATENCY_FLOOR_MS!r}))) as log_latency_variance,
+        count(labels.outcome) as n_outcomes,
+        count(*) filter (where labels.outcome > 0) as outcome_positive,
+        coalesce(sum(labels.outcome), 0) as outcome_sum,
+        coalesce(sum(labels.outcome * labels.outcome), 0) as outcome_sum_squares
     from raw.predictions as predictions
     left join lateral (
-        select feedback.label
+        select feedback.label, feedback.outcome
         from raw.feedback as feedback
         where feedback.model_name = predictions.model_name and feedback.prediction_id = predictions.prediction_id
         order by feedback.feedback_ts desc
@@ -177,14 +184,16 @@ def _arm(name: str, row: tuple | None) -> ArmEvidence:
     stand-in number."""
     if row is None:
         return ArmEvidence(name, 0, 0, 0, 0)
-    n_assigned, n_labelled, successes, n_errors, p95, n_predictions, log_mean, log_variance = row
+    (n_assigned, n_labelled, successes, n_errors, p95, n_predictions, log_mean, log_variance,
+     n_outcomes, outcome_positive, outcome_sum, outcome_sum_squares) = row  # fmt: skip
     # units are counted once, predictions per request: a unit's several labels never exceed its predictions
     n_assigned = max(int(n_assigned), int(n_labelled))
     # one latency has no sample variance: 0 (the test needs 2 per arm and step anyway)
     log_variance = None if log_mean is None else float(log_variance or 0.0)
     return ArmEvidence(name, n_assigned, int(n_labelled), int(successes), int(n_errors),
                        None if p95 is None else float(p95), int(n_predictions),
-                       None if log_mean is None else float(log_mean), log_variance)  # fmt: skip
+                       None if log_mean is None else float(log_mean), log_variance,
+                       int(n_outcomes), int(outcome_positive), float(outcome_sum), float(outcome_sum_squares))  # fmt: skip
 
 
 def _sum_arms(name: str, rows: list[tuple]) -> ArmEvidence:
@@ -202,7 +211,9 @@ def _sum_arms(name: str, rows: list[tuple]) -> ArmEvidence:
                     for a in measured) / (n - 1) if n > 1 else (0.0 if n else None))  # fmt: skip
     return ArmEvidence(name, sum(a.n_assigned for a in arms), sum(a.n_labelled for a in arms),
                        sum(a.successes for a in arms), sum(a.n_errors for a in arms),
-                       max(p95s) if p95s else None, sum(a.n_predictions for a in arms), mean, variance)  # fmt: skip
+                       max(p95s) if p95s else None, sum(a.n_predictions for a in arms), mean, variance,
+                       sum(a.n_outcomes for a in arms), sum(a.outcome_positive for a in arms),
+                       sum(a.outcome_sum for a in arms), sum(a.outcome_sum_squares for a in arms))  # fmt: skip
 
 
 def allocation_steps(url: str, experiment_id: str) -> list[tuple[float, datetime]]:

@@ -91,6 +91,65 @@ class SimulationResult:
         return float(np.mean(self.action == action))
 
 
+@dataclass(frozen=True)
+class LabelDelay:
+    """When labels (and outcomes) arrive: a unit served at a uniform time within its hour gets its label
+    after a lognormal delay (median ``median_hours``, ``sigma`` the sd of ln(delay)), or never (a share
+    ``never``); a label later than ``max_hours`` is taken as never (a lognormal with median 4 h and sigma
+    1 passes 72 h 0.2 % of the time)."""
+
+    median_hours: float = 4.0
+    sigma: float = 1.0
+    never: float = 0.10
+    max_hours: int = 72
+
+    def arrival_hazards(self) -> np.ndarray:
+        """P(the label arrives before the look ``k`` hours after its unit's hour | it has not arrived
+        before, and it will arrive), for k = 0 .. max_hours - 1 (k = 0: the look closing its own hour)."""
+        offsets = (np.arange(200) + 0.5) / 200  # the time from serving to the end of its hour, uniform
+        ages = np.arange(self.max_hours)[:, None] + offsets[None, :]
+        cdf = stats.lognorm.cdf(ages, s=self.sigma, scale=self.median_hours).mean(axis=1)
+        cdf /= cdf[-1]  # labels that will arrive do so within max_hours
+        in_bin = np.diff(np.r_[0.0, cdf])
+        survivor = 1.0 - np.r_[0.0, cdf[:-1]]
+        return np.where(survivor > 0, in_bin / np.where(survivor > 0, survivor, 1.0), 1.0)
+
+
+class _Labels:
+    """Labels on their way, per experiment and serving hour (a ring of ``max_hours``): how many of a
+    unit-hour's labels of one arm are still to arrive, and the allocation step the units were served in
+    (a label counts for the step of its prediction, as ``gather_evidence`` counts it)."""
+
+    def __init__(self, n_experiments: int, delay: LabelDelay):
+        self.delay, self.hazards = delay, delay.arrival_hazards()
+        self.waiting = np.zeros((n_experiments, delay.max_hours), dtype=np.int64)
+        self.step = np.zeros((n_experiments, delay.max_hours), dtype=np.int64)
+
+    def serve(self, rows: np.ndarray, hour: int, steps: np.ndarray, n_new: np.ndarray, rng: np.random.Generator) -> None:
+        slot = hour % self.delay.max_hours
+        self.waiting[rows, slot] = rng.binomial(n_new, 1.0 - self.delay.never)
+        self.step[rows, slot] = steps
+
+    def arrive(self, rows: np.ndarray, hour: int, rng: np.random.Generator):
+        """(serving hour, its steps, labels arriving now) for every serving hour with labels on the way."""
+        for age in range(min(hour, self.delay.max_hours)):
+            slot = (hour - age) % self.delay.max_hours
+            waiting = self.waiting[rows, slot]
+            if not waiting.any():
+                continue
+            arriving = rng.binomial(waiting, self.hazards[age])
+            self.waiting[rows, slot] = waiting - arriving
+            yield hour - age, self.step[rows, slot], arriving
+
+
+def _outcome_sums(n: np.ndarray, mean: float, sigma: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and sum of squares of ``n`` (per row) lognormal outcomes with that mean and sd of ln(outcome)."""
+    n = np.asarray(n, dtype=np.int64)
+    values = rng.lognormal(math.log(mean) - sigma**2 / 2, sigma, size=int(n.sum()))
+    rows = np.repeat(np.arange(n.size), n)
+    return np.bincount(rows, weights=values, minlength=n.size), np.bincount(rows, weights=values**2, minlength=n.size)
+
+
 @dataclass
 class _ArmMoments:
     """Per experiment (rows) and allocation step (columns): one arm's predictions, errors and the running
@@ -154,18 +213,26 @@ def simulate_experiments(
     latency_sigma: float = 0.5,
     control_error_rate: float = 0.0,
     treatment_error_rate: float | None = None,
+    outcome_sigma: float | None = None,
+    label_delay: LabelDelay | None = None,
 ) -> SimulationResult:
     """Run many experiments hour by hour, deciding after every hour with the rules of ``decide``.
 
-    Each hour ``labelled_per_hour`` units arrive, all labelled (label delay is not modelled), and go to the
-    treatment with probability ``assigned_treatment_share`` (default: the planned allocation; set it to
-    simulate broken assignment). Each unit makes one prediction: it fails with the arm's error rate, and
+    Each hour ``labelled_per_hour`` units arrive and go to the treatment with probability
+    ``assigned_treatment_share`` (default: the planned allocation; set it to simulate broken assignment).
+    Their labels come in the same hour, or after ``label_delay`` (some never). The primary metric is the
+    policy's: for the rates (``accuracy``, ``outcome_rate``) a unit succeeds with its arm's rate; for
+    ``outcome_mean`` (``outcome_sigma`` set) the rates are the arms' mean outcomes, each unit's outcome
+    lognormal with that mean and ``outcome_sigma`` the sd of ln(outcome) (revenue-like: sigma 1 has a
+    skewness of 6). Each unit makes one prediction: it fails with the arm's error rate, and
     its latency is lognormal (median ``control_latency_median_ms``, times ``latency_ratio`` in the
     treatment; ``latency_sigma`` the sd of ln(latency), 0.5 a realistic spread: p95 = 2.3 x the median).
     Rates are a number or one value per hour (drift). A canary ramps along ``policy.ramp_steps`` from
     ``allocation`` (an allocation off the ramp stays fixed); a bandit starts at ``allocation`` and
     reallocates as ``decide`` would.
     """
+    if (outcome_sigma is not None) != (policy.metric == "outcome_mean"):
+        raise ValueError("outcome_sigma goes with Policy(metric='outcome_mean'), and only with it")
     control_rates = np.broadcast_to(np.asarray(control_rate, dtype=float), (hours,))
     treatment_rates = np.broadcast_to(np.asarray(treatment_rate, dtype=float), (hours,))
     treatment_error_rate = control_error_rate if treatment_error_rate is None else treatment_error_rate
@@ -185,12 +252,25 @@ def simulate_experiments(
     def zeros() -> np.ndarray:
         return np.zeros((n_experiments, n_steps))
 
-    assigned_control, assigned_treatment, successes_control, successes_treatment = (
-        zeros(),
-        zeros(),
-        zeros(),
-        zeros(),
-    )
+    assigned_control, assigned_treatment, successes_control, successes_treatment = zeros(), zeros(), zeros(), zeros()
+    labelled_control, labelled_treatment, squares_control, squares_treatment = zeros(), zeros(), zeros(), zeros()
+    waiting = None if label_delay is None else {"control": _Labels(n_experiments, label_delay),
+                                                "treatment": _Labels(n_experiments, label_delay)}  # fmt: skip
+    arms = {"control": (labelled_control, successes_control, squares_control, control_rates),
+            "treatment": (labelled_treatment, successes_treatment, squares_treatment, treatment_rates)}  # fmt: skip
+
+    def label(arm: str, rows: np.ndarray, steps: np.ndarray, n: np.ndarray, served_hour: int) -> None:
+        """``n`` labels (per row) of units the arm served in ``served_hour`` at ``steps`` arrive."""
+        labelled, successes, squares, rates = arms[arm]
+        rate = rates[served_hour - 1]
+        # one (row, step) per row: plain fancy-index updates add correctly
+        labelled[rows, steps] += n
+        if outcome_sigma is None:
+            successes[rows, steps] += rng.binomial(n, rate)
+        else:
+            total, total_squares = _outcome_sums(n, rate, outcome_sigma, rng)
+            successes[rows, steps] += total
+            squares[rows, steps] += total_squares
     control_arm, treatment_arm = _ArmMoments.zeros((n_experiments, n_steps)), _ArmMoments.zeros((n_experiments, n_steps))
     control_log_median = math.log(control_latency_median_ms)
     treatment_log_median = control_log_median + math.log(latency_ratio)
@@ -212,8 +292,13 @@ def simulate_experiments(
         new_control = labelled_per_hour - new_treatment
         assigned_treatment[live, live_step] += new_treatment
         assigned_control[live, live_step] += new_control
-        successes_treatment[live, live_step] += rng.binomial(new_treatment, treatment_rates[hour - 1])
-        successes_control[live, live_step] += rng.binomial(new_control, control_rates[hour - 1])
+        for arm, new in (("control", new_control), ("treatment", new_treatment)):
+            if waiting is None:
+                label(arm, live, live_step, new, hour)
+            else:
+                waiting[arm].serve(live, hour, live_step, new, rng)
+                for served_hour, steps, arriving in waiting[arm].arrive(live, hour, rng):
+                    label(arm, live, steps, arriving, served_hour)
         control_arm.add(live, live_step, new_control, control_error_rate, control_log_median, latency_sigma, rng)
         treatment_arm.add(live, live_step, new_treatment, treatment_error_rate, treatment_log_median, latency_sigma, rng)
 
@@ -221,10 +306,12 @@ def simulate_experiments(
             treatment_share=step_share[live],
             assigned_control=assigned_control[live],
             assigned_treatment=assigned_treatment[live],
-            labelled_control=assigned_control[live],
-            labelled_treatment=assigned_treatment[live],
+            labelled_control=labelled_control[live],
+            labelled_treatment=labelled_treatment[live],
             successes_control=successes_control[live],
             successes_treatment=successes_treatment[live],
+            sum_squares_control=None if outcome_sigma is None else squares_control[live],
+            sum_squares_treatment=None if outcome_sigma is None else squares_treatment[live],
             guardrails=_GuardrailCounts(
                 predictions_control=control_arm.predictions[live],
                 predictions_treatment=treatment_arm.predictions[live],
@@ -273,13 +360,13 @@ def simulate_experiments(
         decision_hour[live[final]] = hour
         decided[live[final]] = True
 
-    labelled_treatment = assigned_treatment.sum(axis=1).astype(int)
+    treatment_labelled = labelled_treatment.sum(axis=1).astype(int)
     actions = np.array([action for _, action in RULES])
     return SimulationResult(
         rule=np.array(RULE_NAMES)[rule],
         action=actions[rule],
         decision_hour=decision_hour,
-        labelled_at_decision=labelled_treatment + assigned_control.sum(axis=1).astype(int),
-        treatment_labelled_at_decision=labelled_treatment,
+        labelled_at_decision=treatment_labelled + labelled_control.sum(axis=1).astype(int),
+        treatment_labelled_at_decision=treatment_labelled,
         allocation_changes=step,
     )

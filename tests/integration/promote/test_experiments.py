@@ -75,10 +75,11 @@ def world(warehouse_url, tmp_path):
 
 
 def serve_and_label(url: str, root, spec: ModelSpec, accuracies: dict[str, float], n: int = 1200, seed: int = 1,
-                    start: datetime | None = None) -> None:  # fmt: skip
+                    start: datetime | None = None, outcomes: dict | None = None) -> None:  # fmt: skip
     """n requests from n units through the router (stub models), from ``start`` (default: a minute after
     the experiment started), their labels a few minutes later, ingested. Latencies are seeded lognormal
-    noise around 10 ms in every arm, never the machine's: a loaded machine must not move a guardrail."""
+    noise around 10 ms in every arm, never the machine's: a loaded machine must not move a guardrail.
+    ``outcomes`` maps a version to a function of a random generator giving the feedback's outcome."""
     rng = np.random.default_rng(seed)
     latency_rng = np.random.default_rng(seed + 1000)
     start = start or started(url) + timedelta(minutes=1)
@@ -93,7 +94,9 @@ def serve_and_label(url: str, root, spec: ModelSpec, accuracies: dict[str, float
                     "sessions_7d": 3.0, "contract_type": "monthly", "payment_method": "card", "plan": "basic"}  # fmt: skip
         at = start + timedelta(seconds=2 * i)
         event = router.predict(features, unit_id=f"u-{seed}-{i}", request_ts=at)
-        feedback.append({"prediction_id": event["prediction_id"], "label": truth, "outcome": None,
+        outcome = (outcomes or {}).get(event["model_version"])
+        feedback.append({"prediction_id": event["prediction_id"], "label": truth,
+                         "outcome": None if outcome is None else outcome(rng),
                          "feedback_ts": (at + timedelta(minutes=5)).isoformat(), "source": "test"})  # fmt: skip
     router.close()
     land(root, "churn", "feedback", f"labels-{seed}.jsonl", feedback, day=start.date().isoformat(), now=start + timedelta(hours=2))
@@ -154,6 +157,72 @@ def test_a_worse_challenger_is_rejected_and_the_champion_keeps_everything(world)
     assert after["champion"] == "1" and after["challenger"] is None
     assert after["allocation"] == (None, "1", None, 0.0)
     assert after["experiments"] == [(experiment_id, "rejected")]
+
+
+def test_outcome_rate_gathers_conversions_per_arm_and_promotes_on_them(world):
+    # GIVEN an experiment on the conversion rate (promotion.online.metric: outcome_rate) where both versions
+    # are as accurate, but the challenger's users convert 40 % of the time against 20 %
+    url, tmp = world
+    spec = experiment_spec(metric="outcome_rate")
+    experiments.start_experiment(url, spec, "1", "2")
+    conversions = {"1": lambda rng: float(rng.random() < 0.20), "2": lambda rng: float(rng.random() < 0.40)}
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.80, "2": 0.80}, outcomes=conversions)
+    as_of = started(url) + timedelta(hours=3)
+
+    # WHEN the evidence is gathered from the warehouse and decided
+    evidence = experiments.gather_evidence(url, spec, experiments.running_experiment(url, "churn"), as_of)
+    decision = experiments.step_experiment(url, spec, as_of=as_of)
+
+    # THEN each arm's conversions are what the warehouse holds, and the decision promotes on them, saying so
+    with psycopg.connect(url) as conn:
+        truth = dict(conn.execute(
+            "select p.variant, count(*) filter (where f.outcome > 0) from raw.predictions p "
+            "join raw.feedback f using (model_name, prediction_id) group by p.variant").fetchall())  # fmt: skip
+    assert (evidence.control.outcome_positive, evidence.treatment.outcome_positive) == (truth["control"], truth["challenger"])
+    assert evidence.treatment.n_outcomes == evidence.treatment.n_predictions  # every request got its outcome
+    assert decision.action == "promote", decision.reason
+    metric = decision.statistics["metric"]
+    assert metric["name"] == "outcome_rate"
+    assert metric["treatment"]["value"] == pytest.approx(truth["challenger"] / evidence.treatment.n_outcomes)
+    assert f"conversion {metric['treatment']['value']:.2%} vs {metric['control']['value']:.2%}" in decision.reason
+
+
+def test_outcome_mean_gathers_sums_per_arm_decides_and_fct_experiment_shows_the_same_numbers(world):
+    # GIVEN an experiment on the mean outcome (revenue, lognormal) where the challenger's is 60 % higher
+    url, tmp = world
+    spec = experiment_spec(metric="outcome_mean", mixing_sd=2.0)
+    experiments.start_experiment(url, spec, "1", "2")
+    revenue = {"1": lambda rng: float(rng.lognormal(np.log(10.0), 0.5)),
+               "2": lambda rng: float(rng.lognormal(np.log(16.0), 0.5))}  # fmt: skip
+    serve_and_label(url, tmp / "landing", spec, {"1": 0.80, "2": 0.80}, outcomes=revenue)
+    as_of = started(url) + timedelta(hours=3)
+
+    # WHEN the evidence is gathered and decided, and the marts are built
+    evidence = experiments.gather_evidence(url, spec, experiments.running_experiment(url, "churn"), as_of)
+    decision = experiments.step_experiment(url, spec, as_of=as_of)
+    from driftloop.monitor.dbt_runner import build
+
+    build(url, as_of=as_of, select=["+fct_experiment"], target_path=tmp / "dbt-target", log_path=tmp / "dbt-logs")
+
+    # THEN the sums are the warehouse's, the decision promotes with the means in its reason, and the mart
+    # shows the experiment's primary metric per arm with the numbers the decision used
+    with psycopg.connect(url) as conn:
+        truth = {row[0]: row[1:] for row in conn.execute(
+            "select p.variant, count(f.outcome), sum(f.outcome), sum(f.outcome * f.outcome) from raw.predictions p "
+            "join raw.feedback f using (model_name, prediction_id) group by p.variant")}  # fmt: skip
+        mart = {row[0]: row[1:] for row in conn.execute(
+            "select arm, primary_metric, primary_metric_value, primary_metric_n, outcome_sd from marts.fct_experiment "
+            "where window_size = 'day'")}  # fmt: skip
+    for arm in (evidence.control, evidence.treatment):
+        n, total, squares = truth["control" if arm is evidence.control else "challenger"]
+        assert arm.metric_counts("outcome_mean") == (n, pytest.approx(total), pytest.approx(squares))
+    assert decision.action == "promote", decision.reason
+    metric = decision.statistics["metric"]
+    assert f"mean outcome {metric['treatment']['value']:.4g} vs {metric['control']['value']:.4g}" in decision.reason
+    for arm, name in (("challenger", "treatment"), ("control", "control")):
+        primary, value, n, sd = mart[arm]
+        assert (primary, n) == ("outcome_mean", metric[name]["n"])
+        assert value == pytest.approx(metric[name]["value"]) and sd == pytest.approx(metric[name]["sd"])
 
 
 def test_a_crash_between_the_alias_and_the_allocation_is_repaired_by_the_next_look(world, monkeypatch):

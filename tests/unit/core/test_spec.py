@@ -55,6 +55,10 @@ BAD_SPECS = [
     ({"windows.min_label_coverage": 1.5}, "windows.min_label_coverage: Input should be less than or equal to 1"),
     ({"ingest.schedul": "@hourly"}, "ingest.schedul: unknown field"),
     ({"label": _DELETE, "task": _DELETE}, "task: required field is missing"),
+    ({"promotion.online.metric": "revenue"},
+     "promotion.online.metric: Input should be 'accuracy', 'outcome_rate' or 'outcome_mean'"),
+    ({"promotion.online.metric": "outcome_mean", "promotion.online.mixing_sd": _DELETE},
+     "metric outcome_mean needs mixing_sd in the outcome's units"),
 ]
 
 
@@ -88,3 +92,15 @@ def test_not_yaml(tmp_path):
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("5m", 300), ("2h", 7200), ("3d", 259200), ("1w", 604800), (30, 30)])
 def test_durations(text, seconds):
     assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(("online", "metric"), [({}, "accuracy"), ({"metric": "outcome_rate"}, "outcome_rate"),
+                                                ({"metric": "outcome_mean", "mixing_sd": 1.0}, "outcome_mean")])
+def test_the_primary_metric_of_the_online_experiment(tmp_path, online, metric):
+    # GIVEN the example spec with promotion.online.metric set (or not) WHEN loading it
+    spec = load_spec(_write(tmp_path, {f"promotion.online.{key}": value for key, value in online.items()}))
+
+    # THEN the metric is the one written, accuracy by default, and the decision's policy uses it
+    from driftloop.promote.decision import Policy
+
+    assert spec.promotion.online.metric == metric and Policy.from_spec(spec.promotion.online).metric == metric

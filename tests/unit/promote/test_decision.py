@@ -7,8 +7,10 @@ canary, at most 14 days (336 looks). Run with ``pytest -s`` to see the simulated
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -27,6 +29,7 @@ from driftloop.promote.decision import (
     bandit_share,
     decide,
     decide_watch,
+    difference_in_means,
     difference_in_rates,
     log_mixture_likelihood_ratio,
     log_one_sided_mixture_likelihood_ratio,
@@ -982,3 +985,115 @@ def test_srm_bayes_factor_matches_savvi(plan, cumulative, savvi_log_odds):
     for (control, treatment), expected in zip(cumulative, savvi_log_odds, strict=True):
         ours = srm_log_bayes_factor(np.array([control]), np.array([treatment]), np.array([plan]), 100.0)
         assert float(ours) == pytest.approx(expected, rel=1e-9)
+
+
+# --- the business outcome as the primary metric (promotion.online.metric) ---
+
+
+def outcome_arm(name: str, values: np.ndarray, *, latency_p95_ms: float = 100.0) -> ArmEvidence:
+    """An arm whose every unit was served once, labelled, and has the given outcome."""
+    n = len(values)
+    log_mean = math.log(latency_p95_ms) - stats.norm.ppf(0.95) * LATENCY_SIGMA
+    return ArmEvidence(name, n, n, 0, 0, latency_p95_ms, n, log_mean, LATENCY_SIGMA**2, n_outcomes=n,
+                       outcome_positive=int(np.sum(values > 0)), outcome_sum=float(np.sum(values)),
+                       outcome_sum_squares=float(np.sum(values**2)))  # fmt: skip
+
+
+@pytest.mark.parametrize(("control_sigma", "treatment_sigma"), [(1.0, 1.0), (0.5, 1.5), (1.5, 0.3)])
+def test_difference_in_means_is_scipys_with_the_larger_of_the_pooled_and_the_welch_variance(control_sigma, treatment_sigma):
+    # GIVEN two samples of a revenue-like (lognormal) outcome, 900 control and 100 treatment
+    rng = np.random.default_rng(7)
+    control, treatment = rng.lognormal(2.5, control_sigma, 900), rng.lognormal(2.6, treatment_sigma, 100)
+
+    # WHEN the decision's difference of means is computed from the sufficient statistics
+    difference, variance = difference_in_means(
+        np.array([900]), np.array([control.sum()]), np.array([np.sum(control**2)]),
+        np.array([100]), np.array([treatment.sum()]), np.array([np.sum(treatment**2)]),
+    )  # fmt: skip
+
+    # THEN the difference is the means', and the variance the larger of Welch's (scipy's unequal-variance
+    # t statistic: difference / sqrt(variance)) and the pooled one under the null (both samples about their
+    # common mean)
+    welch = stats.ttest_ind(treatment, control, equal_var=False)
+    welch_variance = ((treatment.mean() - control.mean()) / welch.statistic) ** 2
+    pooled_variance = np.var(np.concatenate([control, treatment]), ddof=1) * (1 / 900 + 1 / 100)
+    assert float(difference) == pytest.approx(treatment.mean() - control.mean(), rel=1e-12)
+    assert float(variance) == pytest.approx(max(welch_variance, pooled_variance), rel=1e-9)
+
+
+def test_difference_in_means_ignores_a_step_without_variance_and_weights_the_others_by_the_pooled_one():
+    # GIVEN two steps: the first every value 5.0 in both arms (no variance), the second a real sample
+    rng = np.random.default_rng(8)
+    control, treatment = rng.normal(10, 2, 300), rng.normal(11, 2, 200)
+    n_c, sums_c, squares_c = np.array([[50, 300]]), np.array([[250.0, control.sum()]]), np.array([[1250.0, np.sum(control**2)]])
+    n_t, sums_t, squares_t = np.array([[50, 200]]), np.array([[250.0, treatment.sum()]]), np.array([[1250.0, np.sum(treatment**2)]])
+
+    # WHEN combining THEN only the second step counts
+    difference, variance = difference_in_means(n_c, sums_c, squares_c, n_t, sums_t, squares_t)
+    alone, alone_variance = difference_in_means(n_c[:, 1:], sums_c[:, 1:], squares_c[:, 1:], n_t[:, 1:], sums_t[:, 1:],
+                                                squares_t[:, 1:])  # fmt: skip
+    assert float(difference) == pytest.approx(float(alone)) and float(variance) == pytest.approx(float(alone_variance))
+
+
+def test_outcome_rate_is_decided_as_accuracy_is_on_the_same_counts():
+    # GIVEN the same 0/1 counts once as correct predictions, once as conversions (outcome > 0)
+    def as_conversions(arm_: ArmEvidence) -> ArmEvidence:
+        values = np.r_[np.ones(arm_.successes), np.zeros(arm_.n_labelled - arm_.successes)]
+        return outcome_arm(arm_.name, values)
+
+    control, treatment = arm("control", 9000, 0.050), arm("challenger", 1000, 0.068)
+    accuracy = decide(look(control, treatment), POLICY)
+    conversion = decide(look(as_conversions(control), as_conversions(treatment)), Policy(metric="outcome_rate"))
+
+    # THEN the test's numbers are the same, and the reason names the conversion rates
+    for key in ("difference", "difference_variance", "always_valid_p_value_better"):
+        assert conversion.statistics["test"][key] == pytest.approx(accuracy.statistics["test"][key]), key
+    assert conversion.action == accuracy.action
+    assert "conversion 6.80% vs 5.00%" in conversion.reason and "1,000 and 9,000 with an outcome" in conversion.reason
+
+
+def test_outcome_mean_promotes_a_higher_mean_and_names_the_means():
+    # GIVEN revenue-like outcomes, the treatment's mean 30 % higher, 9,000 vs 1,000 units
+    rng = np.random.default_rng(9)
+    control = outcome_arm("control", rng.lognormal(math.log(20) - 0.5, 1.0, 9000))
+    treatment = outcome_arm("challenger", rng.lognormal(math.log(26) - 0.5, 1.0, 1000))
+
+    # WHEN deciding on the mean outcome (tau in the outcome's units)
+    decision = decide(look(control, treatment), Policy(metric="outcome_mean", mixing_sd=2.0))
+
+    # THEN it is promoted; the reason and the statistics carry both means
+    metric = decision.statistics["metric"]
+    assert decision.action == "promote", decision.reason
+    assert metric["name"] == "outcome_mean" and metric["treatment"]["n"] == 1000
+    assert metric["treatment"]["value"] == pytest.approx(treatment.outcome_sum / 1000)
+    assert f"mean outcome {metric['treatment']['value']:.4g} vs {metric['control']['value']:.4g}" in decision.reason
+    # and on accuracy the same evidence (no successes anywhere) concludes nothing
+    assert decide(look(control, treatment), CANARY_ONLY).action == "continue"
+
+
+def test_outcome_metrics_wait_for_outcomes_not_labels():
+    # GIVEN every unit labelled but only 150 outcomes in the treatment
+    values = np.ones(150)
+    treatment = dataclasses.replace(arm("challenger", 1000, 0.8), n_outcomes=150, outcome_positive=150,
+                                    outcome_sum=150.0, outcome_sum_squares=150.0)  # fmt: skip
+    control = outcome_arm("control", np.r_[values, np.zeros(8850)])
+
+    # WHEN deciding on the conversion rate THEN it waits for outcomes, with the counts
+    decision = decide(look(control, treatment), Policy(metric="outcome_rate", ramp_steps=(0.10,)))
+    assert decision.action == "continue" and "waiting for outcomes" in decision.reason and "150 in treatment" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ArmEvidence("c", 10, 10, 5, 0, n_outcomes=11), "outcome_positive <= n_outcomes <= n_predictions"),
+        (lambda: ArmEvidence("c", 10, 10, 5, 0, n_outcomes=4, outcome_positive=5), "outcome_positive <= n_outcomes"),
+        (lambda: ArmEvidence("c", 10, 10, 5, 0, n_outcomes=2, outcome_sum=10.0, outcome_sum_squares=1.0),
+         "outcome_sum^2 must be <= n_outcomes x outcome_sum_squares"),
+        (lambda: ArmEvidence("c", 10, 10, 5, 0, n_outcomes=2, outcome_sum=float("nan")), "outcome_sum must be a finite number"),
+        (lambda: Policy(metric="revenue"), "metric must be one of accuracy, outcome_rate, outcome_mean"),
+    ],
+)
+def test_bad_outcome_evidence_is_refused_with_the_field(build, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
