@@ -44,4 +44,10 @@ def test_the_demo_never_drops_data_of_a_warehouse_it_does_not_own(warehouse_url)
 
     warehouse.migrate(warehouse_url)
     with psycopg.connect(warehouse_url) as conn:
-        conn.execute("insert into raw.predictions (model_name) values ('x')")
+        conn.execute("insert into raw.ingest_files (model_name, kind, path, size_bytes, status) "
+                     "values ('churn', 'predictions', 'churn/predictions/p.jsonl', 10, 'loaded')")  # fmt: skip
+    with pytest.raises(RuntimeError, match="has loaded files already"):
+        reset_demo_state(warehouse_url, embedded=False)
+    reset_demo_state(warehouse_url, embedded=True)  # its own warehouse: emptied for the story
+    with psycopg.connect(warehouse_url) as conn:
+        assert conn.execute("select to_regclass('raw.ingest_files')").fetchone()[0] is None

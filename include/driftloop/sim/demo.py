@@ -40,19 +40,19 @@ _SCHEMAS = ("raw", "staging", "intermediate", "marts", "profiles", "ops")
 
 def reset_demo_state(url: str, *, embedded: bool) -> None:
     """An empty warehouse for the story. The embedded one is the demo's own: its driftloop schemas are
-    dropped. Any other warehouse must hold no predictions yet (the demo never drops a user's data);
+    dropped. Any other warehouse must have loaded no file yet (the demo never drops a user's data);
     its empty driftloop schemas are dropped and migrated again."""
     with psycopg.connect(url, autocommit=True) as conn:
         present = [row[0] for row in conn.execute("select nspname from pg_namespace where nspname = any(%s)", (list(_SCHEMAS),))]
         if not present:
             return
         if not embedded:
-            has_rows = conn.execute("select to_regclass('raw.predictions') is not null").fetchone()[0] and conn.execute(
-                "select exists (select 1 from raw.predictions)"
+            has_rows = conn.execute("select to_regclass('raw.ingest_files') is not null").fetchone()[0] and conn.execute(
+                "select exists (select 1 from raw.ingest_files)"
             ).fetchone()[0]
             if has_rows:
                 raise RuntimeError(
-                    f"{warehouse.redact(url)} already holds predictions: the demo only runs on the embedded warehouse or "
+                    f"{warehouse.redact(url)} has loaded files already: the demo only runs on the embedded warehouse or "
                     "on a warehouse without data (unset DRIFTLOOP_WAREHOUSE_URL, or name a new database)"
                 )
         for schema in present:
