@@ -226,3 +226,31 @@ def test_a_better_challenger_goes_from_the_gate_through_live_traffic_to_champion
     if (mart["n_days"] == 1).all():  # the experiment did not cross midnight (UTC): one window per arm
         expected_p95 = by_arm["latency_ms"].apply(lambda values: np.percentile(values.astype(float), 95))
         assert mart["latency_p95_ms"].to_dict() == pytest.approx(expected_p95.to_dict())
+
+
+def test_stop_experiment_dag_halts_the_running_experiment_with_its_reason(dagbag, warehouse_url, monkeypatch, mlflow_store):
+    from driftloop.core.spec import get_spec
+    from driftloop.promote import experiments
+
+    spec = get_spec("churn")
+    sync(warehouse_url, fast_spec())
+    examples.bootstrap(warehouse_url, fast_spec(), rows=2000, training_end=NOW)
+    champion = registry.version_by_alias("churn", "champion")
+    twin = registry.register("churn", champion.source, champion.run_id, run_key="test/stop")
+    registry.set_alias(warehouse_url, "churn", "challenger", twin.version)
+    experiment_id = experiments.start_experiment(warehouse_url, spec, champion.version, twin.version, now=NOW)
+    monkeypatch.setenv("DRIFTLOOP_WAREHOUSE_URL", warehouse_url)
+    dag = dagbag.get_dag("stop_experiment__churn")
+
+    run = dag.test(run_conf={"reason": "rolling out a fix to the feature pipeline", "now": (NOW + timedelta(hours=2)).isoformat()})
+
+    assert run.state == "success"
+    with psycopg.connect(warehouse_url) as conn:
+        status = conn.execute("select status, ended_at from ops.experiments where experiment_id = %s", (experiment_id,)).fetchone()
+        reason = conn.execute("select reason from ops.decisions where decision = 'halted'").fetchone()[0]
+        share = conn.execute("select challenger_share from ops.traffic_allocation").fetchone()[0]
+    assert status == ("halted", NOW + timedelta(hours=2)) and share == 0.0
+    assert reason.endswith(": rolling out a fix to the feature pipeline")
+    assert registry.version_by_alias("churn", "challenger") is None
+    again = dag.test(run_conf={"reason": "nothing runs now"})  # nothing to stop: the run says so and succeeds
+    assert again.state == "success"

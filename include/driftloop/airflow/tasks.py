@@ -167,6 +167,21 @@ def retrain_gate(model_name: str, manual_reason: str | None = None) -> dict[str,
     return gate.as_dict() if gate.fire else None
 
 
+def stop_running_experiment(model_name: str, reason: str, *, by: str, now: Any = None, run_id: str | None = None) -> dict[str, Any]:
+    """stop_experiment__<model>'s task: stop the running experiment (or say there is none)."""
+    from driftloop.core import warehouse
+    from driftloop.core.spec import get_spec
+    from driftloop.promote.experiments import stop_experiment
+
+    stopped = stop_experiment(warehouse.resolve_url(use_airflow=True), get_spec(model_name), reason=reason, by=by,
+                              as_of=_aware(now), airflow_run_id=run_id)  # fmt: skip
+    if stopped is None:
+        log.info("%s: no experiment is running; nothing to stop", model_name)
+        return {"stopped": None}
+    log.info("%s: experiment %s stopped by %s: %s", model_name, stopped["experiment_id"], by, reason)
+    return {"stopped": stopped["experiment_id"], "champion_version": stopped["champion_version"]}
+
+
 def _aware(value: Any) -> Any:
     """A datetime (or ISO 8601 text, as run conf carries it) as an aware UTC datetime; None stays None.
 

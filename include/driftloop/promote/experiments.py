@@ -397,6 +397,30 @@ def step_experiment(url: str | None, spec: ModelSpec, *, as_of: datetime | None 
     return decision
 
 
+def stop_experiment(url: str | None, spec: ModelSpec, *, reason: str, by: str = "a person",
+                    as_of: datetime | None = None, airflow_run_id: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """A person stops the model's running experiment: the champion gets all traffic back, the
+    experiment ends ``halted`` with ``reason`` (required: the audit trail says why), the challenger
+    alias goes, people are told. The running ``promote__<model>`` run sees the phase ended elsewhere
+    at its next look and finishes. Returns the stopped experiment, or None when none was running."""
+    if not reason or not reason.strip():
+        raise ValueError("stopping an experiment needs a reason (it goes into ops.decisions)")
+    url = warehouse.resolve_url(url)
+    with warehouse.connect(url) as conn, conn.transaction():
+        lock_model(conn, "experiment", spec.name)
+        from psycopg.rows import dict_row
+
+        with conn.cursor(row_factory=dict_row) as cursor:  # read under the lock: a look may be deciding now
+            experiment = cursor.execute("select * from ops.experiments where model_name = %s and status = 'running'",
+                                        (spec.name,)).fetchone()  # fmt: skip
+        if experiment is None:
+            return None
+        _finish(conn, spec, experiment, "halt", experiment["champion_version"], f"stopped by {by}: {reason.strip()}",
+                airflow_run_id, as_of)  # fmt: skip
+    registry.remove_alias(url, spec.name, registry.CHALLENGER, experiment["challenger_version"])
+    return experiment
+
+
 # --------------------------------------------------------------------------------------------------
 # The watch after a promotion
 

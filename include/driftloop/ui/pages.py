@@ -249,12 +249,10 @@ def _actions(page: dict[str, Any], links: Links) -> str:
            links.top(links.dag(f"promote__{model}"), "Promotion DAG")]  # fmt: skip
     experiment = page["experiment"]
     if experiment and experiment["status"] == "running":
-        started = next((d["airflow_run_id"] for d in reversed(page["decisions"])
-                        if d["experiment_id"] == experiment["experiment_id"] and d["airflow_run_id"]), None)  # fmt: skip
-        target = links.run(f"promote__{model}", started) if started else links.dag(f"promote__{model}")
-        out.append(links.top(target, "Stop the experiment… (mark the promote run failed)", "stop"))
+        out.append(links.top(links.dag(f"stop_experiment__{model}"), "Stop the experiment… (Trigger with a reason)", "stop"))
     return ("<div class='actions'>" + "".join(out) + "</div><p class='muted'>Buttons open Airflow's own pages: "
-            "on the DAG page, <i>Trigger</i> with the config <code>{\"reason\": \"...\"}</code> retrains now.</p>")
+            "on the DAG page, <i>Trigger</i> with the config <code>{\"reason\": \"...\"}</code> retrains now, or "
+            "stops the experiment (the champion gets all traffic back).</p>")
 
 
 def model(page: dict[str, Any], charts: dict[str, tuple[str, int]], links: Links) -> str:

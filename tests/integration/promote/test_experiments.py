@@ -225,6 +225,32 @@ def test_outcome_mean_gathers_sums_per_arm_decides_and_fct_experiment_shows_the_
         assert value == pytest.approx(metric[name]["value"]) and sd == pytest.approx(metric[name]["sd"])
 
 
+def test_a_person_stops_the_experiment_with_a_reason_and_the_champion_gets_everything_back(world):
+    url, tmp = world
+    spec = experiment_spec()
+    experiment_id = experiments.start_experiment(url, spec, "1", "2")
+    with pytest.raises(ValueError, match="needs a reason"):
+        experiments.stop_experiment(url, spec, reason="  ")
+    assert state(url)["experiments"] == [(experiment_id, "running")]  # a refused stop changes nothing
+    at = started(url) + timedelta(hours=1)
+
+    stopped = experiments.stop_experiment(url, spec, reason="the serving team found a bug in v2", by="alice", as_of=at)
+
+    assert stopped["experiment_id"] == experiment_id
+    after = state(url)
+    assert after["experiments"] == [(experiment_id, "halted")] and after["allocation"] == (None, "1", None, 0.0)
+    assert after["champion"] == "1" and after["challenger"] is None
+    with psycopg.connect(url) as conn:
+        reason, decided_at = conn.execute(
+            "select reason, decided_at from ops.decisions where step = 'allocation' and decision = 'halted'"
+        ).fetchone()
+        alert = conn.execute("select severity, summary from ops.alerts where source = 'promote' order by alert_id desc").fetchone()
+    assert reason == "stopped by alice: the serving team found a bug in v2" and decided_at == at
+    assert alert == ("warning", f"churn experiment {experiment_id}: halt")
+    assert experiments.stop_experiment(url, spec, reason="again") is None  # nothing runs anymore
+    assert experiments.step_experiment(url, spec) is None
+
+
 def test_a_crash_between_the_alias_and_the_allocation_is_repaired_by_the_next_look(world, monkeypatch):
     url, tmp = world
     spec = experiment_spec()

@@ -101,7 +101,8 @@ def test_a_logged_in_user_sees_the_seeded_models(api_server, seeded_warehouse):
                  "challenger − champion +0.0329, 90% always-valid interval [-0.0537, +0.1195]",
                  "churn quality_floor: accuracy 0.7412 &lt; 0.75", "feature_01 drifted (psi 0.37 &gt; 0.2)",
                  "/dags/promote__churn/runs/asset_triggered__2026-11-24T00%3A00%3A00",
-                 "/dags/retrain__churn/runs/scheduled__2026-11-23", "Stop the experiment", "77%"]:  # fmt: skip
+                 "/dags/retrain__churn/runs/scheduled__2026-11-23", "Stop the experiment", "/dags/stop_experiment__churn",
+                 "77%"]:  # fmt: skip
         assert fact in page, fact
     for chart in ("quality", "segments", "drift", "coverage_latency", "experiment"):
         assert f'data-chart="{chart}"' in page, chart
