@@ -14,7 +14,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= False
 
-.PHONY: install demo test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow airflow-ui bench bench-drift-reference lock-nannyml clean
+.PHONY: install demo demo-screenshot test test-unit test-fast test-clock-ahead lint lock warehouse-up migrate airflow-settings airflow airflow-ui bench bench-drift-reference lock-nannyml clean
 
 $(BIN)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lock: ## re-resolve requirements.txt into requirements.lock
 
 demo: install ## the closed loop on the embedded warehouse, one command
 	$(BIN)/driftloop demo
+
+demo-screenshot: ## the README's picture: reports/demo/index.html (after make demo) rendered by Debian's chromium
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1900 \
+		--screenshot=docs/images/demo_report.png file://$(CURDIR)/reports/demo/index.html
 
 test: install ## lint, then the whole suite: unit, integration (real PostgreSQL), DAG and e2e tests
 	$(BIN)/ruff check dags include tests benchmarks

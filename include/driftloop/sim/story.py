@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import io
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,16 @@ def _figures(data: dict[str, Any], events: Sequence[Any]) -> dict[str, str]:
     if looks:
         figure, axis = plt.subplots(figsize=(9, 3.2))
         at = [row[0] for row in looks]
-        axis.plot(at, [row[3] for row in looks], color="#1c7ed6", label="challenger - champion (accuracy)")
+        estimate = [row[3] for row in looks]
+        axis.plot(at, estimate, color="#1c7ed6", marker="o", label="challenger - champion (primary metric)")
         axis.fill_between(at, [row[4] for row in looks], [row[5] for row in looks], color="#1c7ed6", alpha=0.2,
                           label="always-valid interval")  # fmt: skip
+        # each look's interval as a bar too: an experiment decided at its first look has no band to fill
+        axis.errorbar(at, estimate, yerr=[[e - row[4] for e, row in zip(estimate, looks, strict=True)],
+                                          [row[5] - e for e, row in zip(estimate, looks, strict=True)]],
+                      fmt="none", ecolor="#1c7ed6", capsize=4)  # fmt: skip
+        if len(at) == 1:
+            axis.set_xlim(at[0] - timedelta(hours=12), at[0] + timedelta(hours=12))
         axis.axhline(0.0, color="#212529", linewidth=1, label="decision boundary (no difference)")
         axis.set_ylim(-0.3, 0.3)
         axis.legend(loc="upper left", fontsize=8)
