@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+
 import json
 import logging
 import warnings
@@ -164,6 +166,28 @@ def decisions(
 
     _spec(model)
     typer.echo(format_decisions(warehouse.resolve_url(url), model, experiment))
+
+
+@app.command("stop-experiment")
+def stop_experiment(
+    model: ModelOption,
+    reason: Annotated[str, typer.Option(help="Why it stops (recorded in ops.decisions).")],
+    by: Annotated[str, typer.Option(help="Who stops it.")] = getpass.getuser(),
+    url: UrlOption = None,
+) -> None:
+    """Stop the model's running live experiment: the champion gets all traffic back (what the
+    stop_experiment__<model> DAG does)."""
+    from driftloop.promote.experiments import stop_experiment as stop
+
+    try:
+        stopped = stop(url, _spec(model), reason=reason, by=by)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if stopped is None:
+        typer.echo(f"{model}: no experiment is running")
+    else:
+        typer.echo(f"{model}: experiment {stopped['experiment_id']} stopped; version {stopped['champion_version']} "
+                   "serves all traffic")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- alerts

@@ -79,7 +79,7 @@ def loop_spec_payload(base: ModelSpec, scenario: LoopScenario) -> dict[str, Any]
     online = payload["promotion"]["online"]
     per_day = scenario.rows_per_day
     online.update({"poke_interval": interval, "allocation_settle": "1m", "max_duration": "6d",
-                   "min_treatment_assigned_per_step": max(100, per_day // 20), "min_labelled_per_arm": 200})  # fmt: skip
+                   "min_treatment_assigned_per_step": max(online.get("min_assigned_for_guardrails", 200), per_day // 20), "min_labelled_per_arm": 200})  # fmt: skip
     payload["promotion"]["watch"].update({"window": "2d", "poke_interval": interval})
     return payload
 

@@ -251,6 +251,20 @@ def test_a_person_stops_the_experiment_with_a_reason_and_the_champion_gets_every
     assert experiments.step_experiment(url, spec) is None
 
 
+def test_stop_experiment_on_the_command_line(world, monkeypatch):
+    url, _ = world
+    monkeypatch.setenv("DRIFTLOOP_WAREHOUSE_URL", url)
+    experiment_id = experiments.start_experiment(url, experiment_spec(), "1", "2")
+    refused = CliRunner().invoke(app, ["stop-experiment", "--model", "churn", "--reason", ""])
+    assert refused.exit_code != 0 and "needs a reason" in refused.output
+    done = CliRunner().invoke(app, ["stop-experiment", "--model", "churn", "--reason", "wrong features", "--by", "bob"])
+    assert done.exit_code == 0, done.output
+    assert f"experiment {experiment_id} stopped; version 1 serves all traffic" in done.output
+    assert state(url)["experiments"] == [(experiment_id, "halted")]
+    again = CliRunner().invoke(app, ["stop-experiment", "--model", "churn", "--reason", "again"])
+    assert "no experiment is running" in again.output
+
+
 def test_a_crash_between_the_alias_and_the_allocation_is_repaired_by_the_next_look(world, monkeypatch):
     url, tmp = world
     spec = experiment_spec()
