@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()
     print(f"\nBENCH_SCALE={args.scale:g}, {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / "
-          f"{load[2]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.perf_counter() - started:.0f} s")  # fmt: skip
+          f"{load[2]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.perf_counter() - started:.0f} s"
+          + ("" if args.scale == 1 else f"; sizes and time goals x {args.scale:g} (fixed costs weigh more: indicative)"))  # fmt: skip
     header = ("figure", "driftloop", "baseline (same run)", "ratio", "goal", "verdict", "peak RSS")
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
