@@ -117,7 +117,7 @@ def run_figure(name: str, scale: float) -> dict:
     if name == "router":
         import router
 
-        n = router.measure(_scaled(50_000, scale, 2_000))
+        n = router.measure(_scaled(50_000, scale, 20_000))
         return {"driftloop": f"{n['overhead_p99_ms']:.3f} ms", "baseline": f"{n['model_p99_ms']:.3f} ms",
                 "ratio": f"{n['overhead_p99_ms'] / n['model_p99_ms']:.2f}", "met": n["overhead_p99_ms"] < 1.0}  # fmt: skip
     raise ValueError(f"unknown figure {name!r}")

@@ -96,7 +96,12 @@ def _land(work: Path, spec: ModelSpec, lines: bytes, files: int, now: datetime, 
 
 
 def _timed_ingest(admin: str, spec: ModelSpec, landing: Path, now: datetime) -> tuple[float, int]:
-    """The full ingest path into a fresh, migrated warehouse database: (seconds, rows loaded)."""
+    """The full ingest path into a fresh, migrated warehouse database: (seconds, rows loaded). GX is
+    imported before (once a process, ~5 s) and no GX verdict of an earlier run is kept."""
+    from driftloop.ingest import validation
+
+    validation._gx()
+    validation._VERDICTS.clear()
     url = _database(admin)
     try:
         warehouse.migrate(url)
