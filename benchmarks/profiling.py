@@ -1,6 +1,7 @@
 """Profiling throughput: driftloop's fast profiler vs plain whylogs on the same frame, in one run.
 
     .venv/bin/python benchmarks/profiling.py [--rows 1000000] [--processes N] [--strings category|object]
+    .venv/bin/python benchmarks/profiling.py --windows 300 --rows 50000   # daily windows stored vs in memory
 
 Builds N simulated predictions of a 20-feature binary model (13 numeric features, 5 categorical,
 2 boolean; optional features with nulls) and profiles the frame the profiling DAG profiles (20
