@@ -74,9 +74,10 @@ airflow: install ## Airflow for the project on http://localhost:8080 (Ctrl-C sto
 
 airflow-ui: airflow
 
-bench: install ## benchmarks (long): each prints a ratio against a raw baseline measured in the same run
-	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/profiling.py
+# BENCH_SCALE (0.01-1) shrinks every size for a quick run; 1 is the real one (hours on 2 cores).
+BENCH_SCALE ?= 1
+bench: install ## every benchmark figure in one run, one table: driftloop vs its baseline, goal, verdict, peak RSS
+	BENCH_SCALE=$(BENCH_SCALE) $(BIN)/python benchmarks/bench.py
 
 # NannyML lives in its own environment: every release conflicts with the project's pins (see
 # benchmarks/nannyml-requirements.txt); the benchmark runs it as a subprocess.

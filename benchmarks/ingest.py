@@ -1,6 +1,7 @@
 """Ingest throughput: the full driftloop path vs a plain COPY of the same rows, in one run.
 
     .venv/bin/python benchmarks/ingest.py [--rows 1000000] [--files 10]
+    .venv/bin/python benchmarks/ingest.py --small-files 600 [--rows-per-file 200]   # many small files vs one
 
 Lands N predictions of a 20-feature binary model (JSON lines, split into hourly-sized files) and
 times `driftloop.ingest.loader.ingest` (discover, read, parse, GX validation, dedup, COPY into the
@@ -80,38 +81,65 @@ def _copy_text(lines: bytes, model_name: str) -> bytes:
     return out.getvalue().encode()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--files", type=int, default=10)
-    args = parser.parse_args()
+def _land(work: Path, spec: ModelSpec, lines: bytes, files: int, now: datetime, start: datetime,
+          prefix: str = "predictions") -> None:
+    """Split the JSON lines into `files` files of one day folder, old enough to have settled."""
+    all_lines = lines.splitlines(keepends=True)
+    per_file = -(-len(all_lines) // files)
+    folder = work / "landing" / spec.name / "predictions" / f"dt={start.date().isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    old = (now - timedelta(hours=1)).timestamp()
+    for index in range(files):
+        path = folder / f"{prefix}-{index:04d}.jsonl"
+        path.write_bytes(b"".join(all_lines[index * per_file : (index + 1) * per_file]))
+        os.utime(path, (old, old))
 
-    spec = benchmark_spec()
-    admin = warehouse.resolve_url()
+
+def _timed_ingest(admin: str, spec: ModelSpec, landing: Path, now: datetime) -> tuple[float, int]:
+    """The full ingest path into a fresh, migrated warehouse database: (seconds, rows loaded). GX is
+    imported before (once a process, ~5 s) and no GX verdict of an earlier run is kept."""
+    from driftloop.ingest import validation
+
+    validation._gx()
+    validation._VERDICTS.clear()
+    url = _database(admin)
+    try:
+        warehouse.migrate(url)
+        t0 = time.perf_counter()
+        result = ingest(spec, landing_root=str(landing), url=url, now=now, kinds=["predictions"])
+        seconds = time.perf_counter() - t0
+        with psycopg.connect(url) as conn:
+            loaded = conn.execute("select count(*) from raw.predictions").fetchone()[0]
+        assert loaded == result.rows_loaded, (loaded, result.rows_loaded, result.rows_rejected)
+        return seconds, loaded
+    finally:
+        _drop(admin, url)
+
+
+def _times(rows: int, hours: int) -> tuple[datetime, datetime, datetime]:
     now = datetime.now(UTC).replace(microsecond=0)
     start = (now - timedelta(days=2)).replace(hour=0, minute=0, second=0)
-    end = start + timedelta(hours=args.files)
+    return now, start, start + timedelta(hours=hours)
+
+
+def measure(rows: int = 1_000_000, files: int = 10, verbose: bool = True) -> dict:
+    """Ingest of `rows` predictions in `files` files vs a plain COPY of the same rows (seconds of both)."""
+    spec = benchmark_spec()
+    admin = warehouse.resolve_url()
+    now, start, end = _times(rows, files)
     work = Path(tempfile.mkdtemp(prefix="dl-bench-"))
     try:
         t0 = time.perf_counter()
-        frame = generate_predictions(spec, args.rows, start, end, Scenario(seed=1))
+        frame = generate_predictions(spec, rows, start, end, Scenario(seed=1))
         lines = prediction_lines(frame)
         del frame
-        rows_per_file = -(-args.rows // args.files)
-        all_lines = lines.splitlines(keepends=True)
-        day = start.date().isoformat()
-        folder = work / "landing" / spec.name / "predictions" / f"dt={day}"
-        folder.mkdir(parents=True)
-        old = (now - timedelta(hours=1)).timestamp()
-        for index in range(args.files):
-            path = folder / f"predictions-{index:03d}.jsonl"
-            path.write_bytes(b"".join(all_lines[index * rows_per_file : (index + 1) * rows_per_file]))
-            os.utime(path, (old, old))
+        _land(work, spec, lines, files, now, start)
         copy_payload = _copy_text(lines, spec.name)
         size_mb = len(lines) / 1e6
-        del all_lines, lines
-        print(f"data: {args.rows:,} predictions, {len(spec.features)} features, {args.files} files, {size_mb:.0f} MB "
-              f"of JSON lines (prepared in {time.perf_counter() - t0:.0f}s)")  # fmt: skip
+        del lines
+        if verbose:
+            print(f"data: {rows:,} predictions, {len(spec.features)} features, {files} files, {size_mb:.0f} MB "
+                  f"of JSON lines (prepared in {time.perf_counter() - t0:.0f}s)")  # fmt: skip
 
         # Baseline: plain COPY of the same rows into an empty table with the same columns.
         baseline_url = _database(admin)
@@ -136,23 +164,54 @@ def main() -> None:
         _drop(admin, baseline_url)
         del copy_payload
 
-        # The full ingest path into a fresh, migrated warehouse.
-        ingest_url = _database(admin)
-        warehouse.migrate(ingest_url)
-        t0 = time.perf_counter()
-        result = ingest(spec, landing_root=str(work / "landing"), url=ingest_url, now=now, kinds=["predictions"])
-        ingest_seconds = time.perf_counter() - t0
-        with psycopg.connect(ingest_url) as conn:
-            loaded = conn.execute("select count(*) from raw.predictions").fetchone()[0]
-        _drop(admin, ingest_url)
-        assert copied == args.rows and loaded == args.rows == result.rows_loaded, (copied, loaded, result.rows_rejected)
-
-        copy_rate, ingest_rate = args.rows / copy_seconds, args.rows / ingest_seconds
-        print(f"plain COPY     : {copy_seconds:7.1f} s  {copy_rate:>10,.0f} rows/s")
-        print(f"driftloop ingest: {ingest_seconds:7.1f} s  {ingest_rate:>10,.0f} rows/s")
-        print(f"ratio ingest / plain COPY: {ingest_rate / copy_rate:.2f}  (goal >= 0.50)")
+        ingest_seconds, loaded = _timed_ingest(admin, spec, work / "landing", now)
+        assert copied == rows and loaded == rows, (copied, loaded)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return {"rows": rows, "files": files, "driftloop_s": ingest_seconds, "baseline_s": copy_seconds}
+
+
+def measure_small_files(files: int = 600, rows_per_file: int = 200, verbose: bool = True) -> dict:
+    """Ingest of `files` files of `rows_per_file` rows vs the same rows in one file (seconds of both)."""
+    spec = benchmark_spec()
+    admin = warehouse.resolve_url()
+    rows = files * rows_per_file
+    now, start, end = _times(rows, 20)
+    many, one = Path(tempfile.mkdtemp(prefix="dl-bench-many-")), Path(tempfile.mkdtemp(prefix="dl-bench-one-"))
+    try:
+        lines = prediction_lines(generate_predictions(spec, rows, start, end, Scenario(seed=1)))
+        _land(many, spec, lines, files, now, start)
+        _land(one, spec, lines, 1, now, start)
+        one_seconds, one_loaded = _timed_ingest(admin, spec, one / "landing", now)
+        many_seconds, many_loaded = _timed_ingest(admin, spec, many / "landing", now)
+        assert one_loaded == many_loaded == rows, (one_loaded, many_loaded, rows)
+    finally:
+        shutil.rmtree(many, ignore_errors=True)
+        shutil.rmtree(one, ignore_errors=True)
+    overhead_ms = (many_seconds - one_seconds) / files * 1000
+    if verbose:
+        print(f"{files} files of {rows_per_file} rows: {many_seconds:.1f} s; the same {rows:,} rows in one file: "
+              f"{one_seconds:.1f} s; per-file overhead {overhead_ms:.1f} ms")  # fmt: skip
+    return {"rows": rows, "files": files, "driftloop_s": many_seconds, "baseline_s": one_seconds,
+            "per_file_ms": overhead_ms}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=10)
+    parser.add_argument("--small-files", type=int, default=0,
+                        help="instead: this many files of --rows-per-file rows vs the same rows in one file")
+    parser.add_argument("--rows-per-file", type=int, default=200)
+    args = parser.parse_args()
+    if args.small_files:
+        measure_small_files(args.small_files, args.rows_per_file)
+        return
+    numbers = measure(args.rows, args.files)
+    copy_rate, ingest_rate = args.rows / numbers["baseline_s"], args.rows / numbers["driftloop_s"]
+    print(f"plain COPY     : {numbers['baseline_s']:7.1f} s  {copy_rate:>10,.0f} rows/s")
+    print(f"driftloop ingest: {numbers['driftloop_s']:7.1f} s  {ingest_rate:>10,.0f} rows/s")
+    print(f"ratio ingest / plain COPY: {ingest_rate / copy_rate:.2f}  (goal >= 0.50)")
 
 
 if __name__ == "__main__":

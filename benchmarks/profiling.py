@@ -1,6 +1,7 @@
 """Profiling throughput: driftloop's fast profiler vs plain whylogs on the same frame, in one run.
 
     .venv/bin/python benchmarks/profiling.py [--rows 1000000] [--processes N] [--strings category|object]
+    .venv/bin/python benchmarks/profiling.py --windows 300 --rows 50000   # daily windows stored vs in memory
 
 Builds N simulated predictions of a 20-feature binary model (13 numeric features, 5 categorical,
 2 boolean; optional features with nulls) and profiles the frame the profiling DAG profiles (20
@@ -25,7 +26,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 
@@ -126,6 +127,95 @@ def _check(frame: pd.DataFrame, fast: DatasetProfileView, stock: DatasetProfileV
     return problems
 
 
+def measure_1m(rows: int = 1_000_000, processes: int | None = None, strings: str = "category",
+               verbose: bool = True) -> dict:
+    """profile_frame vs whylogs.log on `rows` rows x 22 columns; `problems`: where the two views disagree."""
+    spec = benchmark_spec()
+    t0 = time.perf_counter()
+    predictions = generate_predictions(
+        spec, rows, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC), Scenario(seed=1)
+    )
+    frame = profiling_frame(predictions, spec)
+    del predictions
+    if strings == "object":
+        for name in frame.columns:
+            if isinstance(frame[name].dtype, pd.CategoricalDtype):
+                frame[name] = frame[name].astype(object)
+    kinds = frame.dtypes.astype(str).value_counts().to_dict()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if verbose:
+        print(f"data: {len(frame):,} rows x {frame.shape[1]} columns {kinds}, {cpus} CPUs "
+              f"(prepared in {time.perf_counter() - t0:.1f}s)")  # fmt: skip
+    fast, fast_seconds = _timed("driftloop profile_frame", len(frame), lambda: profile_frame(frame, spec, processes=processes))
+    stock, stock_seconds = _timed("plain whylogs.log", len(frame), lambda: whylogs.log(frame).view())
+    problems = _check(frame, fast, stock)
+    restored = DatasetProfileView.deserialize(fast.serialize())
+    if not restored.to_pandas().sort_index().equals(fast.to_pandas().sort_index()):
+        problems.append("serialize / deserialize changed the fast view's summaries")
+    for label, merged in (("fast + whylogs", restored.merge(stock)), ("whylogs + fast", stock.merge(restored))):
+        for name in frame.columns:
+            n = merged.get_column(name).get_metric("counts").n.value
+            if n != 2 * len(frame):
+                problems.append(f"merge {label}: {name} has n = {n}, expected {2 * len(frame)}")
+    if verbose:
+        print(f"fast view: {len(fast.serialize()):,} bytes serialized; whylogs view: {len(stock.serialize()):,} bytes")
+    return {"rows": len(frame), "driftloop_s": fast_seconds, "baseline_s": stock_seconds, "problems": problems}
+
+
+def measure_windows(rows: int = 50_000, days: int = 300, verbose: bool = True) -> dict:
+    """The profiling task's path (read, profile, flatten, bins and statistics against a reference, store)
+    on `rows` churn predictions over `days` daily windows, vs the profiler alone on the same rows in
+    memory (the same groups: day x version x variant x segment, plus the segments' merge)."""
+    import uuid
+
+    from driftloop.core import warehouse
+    from driftloop.core.settings import specs_dir
+    from driftloop.core.spec import load_spec
+    from driftloop.monitor import profiling
+    from driftloop.sim.bulk import HistoryPlan, load_history
+
+    churn = load_spec(specs_dir() / "churn.yaml")
+    spec = churn.model_copy(update={"windows": churn.windows.model_copy(update={"sizes": ["day"]})})
+    admin = warehouse.resolve_url()
+    url = warehouse.create_database(admin, f"bench_{uuid.uuid4().hex[:8]}")
+    try:
+        warehouse.migrate(url)
+        warehouse.sync_specs(url, {spec.name: spec})
+        end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=days)
+        load_history(url, spec, HistoryPlan(rows=rows, days=days, seed=3), end, f"bench-{uuid.uuid4().hex[:6]}")
+        with warehouse.connect(url) as conn:
+            versions = [r[0] for r in conn.execute("select distinct model_version from raw.predictions").fetchall()]
+            data = profiling._read_raw(conn, spec, start, end)
+        for version in versions:  # a reference per version: bins and statistics are written as in production
+            training = generate_predictions(spec, 20_000, start - timedelta(days=30), start, Scenario(seed=5))
+            profiling.store_reference(url, spec, profiling.reference_profile(spec, version, training))
+        columns = [c.name for c in profiling.profile_columns(spec)]
+
+        def in_memory() -> int:
+            data["day"] = data["hour"] // 24
+            count = 0
+            for _, part in data.groupby(["day", "model_version", "variant"], sort=True, observed=True):
+                views = [profile_frame(rows_[columns], spec) for _, rows_ in
+                         part.groupby(part["segment"].astype(object).fillna("(null)"), sort=True)]
+                profiling.merge_views(views)
+                count += len(views) + 1
+            return count
+
+        t0 = time.perf_counter()
+        profiles_in_memory = in_memory()
+        baseline = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = profiling.profile_windows(url, spec, start, end, now=end + timedelta(hours=1))
+        stored = time.perf_counter() - t0
+        if verbose:
+            print(f"{len(data):,} rows over {days} days: profile_windows {stored:.2f} s ({result.profiles} profiles "
+                  f"stored); the profiler in memory {baseline:.2f} s ({profiles_in_memory} profiles)")  # fmt: skip
+    finally:
+        warehouse.drop_database(admin, url)
+    return {"rows": len(data), "days": days, "driftloop_s": stored, "baseline_s": baseline, "profiles": result.profiles}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,54 +223,17 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--processes", type=int, default=None, help="default: the usable CPUs")
     parser.add_argument("--strings", choices=["category", "object"], default="category")
+    parser.add_argument("--windows", type=int, default=0,
+                        help="instead: profile_windows over this many daily windows (stored) vs in memory")
     args = parser.parse_args()
-
-    spec = benchmark_spec()
-    t0 = time.perf_counter()
-    predictions = generate_predictions(
-        spec,
-        args.rows,
-        datetime(2026, 11, 1, tzinfo=UTC),
-        datetime(2026, 11, 2, tzinfo=UTC),
-        Scenario(seed=1),
-    )
-    frame = profiling_frame(predictions, spec)
-    del predictions
-    if args.strings == "object":
-        for name in frame.columns:
-            if isinstance(frame[name].dtype, pd.CategoricalDtype):
-                frame[name] = frame[name].astype(object)
-    kinds = frame.dtypes.astype(str).value_counts().to_dict()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"data: {len(frame):,} rows x {frame.shape[1]} columns {kinds}, {cpus} CPUs "
-          f"(prepared in {time.perf_counter() - t0:.1f}s)")  # fmt: skip
-
-    fast, fast_seconds = _timed(
-        "driftloop profile_frame", len(frame), lambda: profile_frame(frame, spec, processes=args.processes)
-    )
-    stock, stock_seconds = _timed("plain whylogs.log", len(frame), lambda: whylogs.log(frame).view())
-    ratio = stock_seconds / fast_seconds
-    print(
-        f"ratio profile_frame / whylogs.log: {ratio:.1f}x  (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})"
-    )
-
-    problems = _check(frame, fast, stock)
-    restored = DatasetProfileView.deserialize(fast.serialize())
-    if not restored.to_pandas().sort_index().equals(fast.to_pandas().sort_index()):
-        problems.append("serialize / deserialize changed the fast view's summaries")
-    for label, merged in (
-        ("fast + whylogs", restored.merge(stock)),
-        ("whylogs + fast", stock.merge(restored)),
-    ):
-        for name in frame.columns:
-            n = merged.get_column(name).get_metric("counts").n.value
-            if n != 2 * len(frame):
-                problems.append(f"merge {label}: {name} has n = {n}, expected {2 * len(frame)}")
-    print(
-        f"fast view: {len(fast.serialize()):,} bytes serialized; whylogs view: {len(stock.serialize()):,} bytes"
-    )
-    if problems:
-        print("DISAGREEMENT:\n  " + "\n  ".join(problems))
+    if args.windows:
+        measure_windows(args.rows, args.windows)
+        return 0
+    numbers = measure_1m(args.rows, args.processes, args.strings)
+    ratio = numbers["baseline_s"] / numbers["driftloop_s"]
+    print(f"ratio profile_frame / whylogs.log: {ratio:.1f}x  (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+    if numbers["problems"]:
+        print("DISAGREEMENT:\n  " + "\n  ".join(numbers["problems"]))
         return 1
     print("agreement: counts, nulls, types and frequent items exact; cardinality within HLL error; mean, stddev close; "
           "quantiles within the KLL rank error; round trip and merges OK")  # fmt: skip

@@ -58,17 +58,18 @@ def worker(url: str, as_of: str) -> None:
     print(json.dumps(result, default=str))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict | None:
+    """Returns the retrain's wall time and its process's peak RSS (MiB)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_450_000, help="predictions in raw (~70 %% get labels)")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the database and the MLflow store")
     parser.add_argument("--worker", nargs=2, metavar=("URL", "AS_OF"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker)
-        return
+        return None
 
     spec = load_spec(specs_dir() / f"{MODEL}.yaml")
     admin = warehouse.resolve_url()
@@ -119,6 +120,7 @@ def main() -> None:
         print(f"peak RSS of the retrain process: {max(peak_kib, before) / 1024:,.0f} MiB")
         verdict = "met" if result["wall_seconds"] <= GOAL_SECONDS else "MISSED"
         print(f"goal: retrain under {GOAL_SECONDS} s -> {verdict}")
+        return {"wall_seconds": result["wall_seconds"], "peak_mib": max(peak_kib, before) / 1024}
     finally:
         if args.keep:
             print(f"kept: {warehouse.redact(url)} and {work}")

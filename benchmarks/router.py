@@ -58,15 +58,12 @@ def _percentiles(values_ms: np.ndarray) -> str:
     return f"p50 {p50:.3f} ms   p90 {p90:.3f} ms   p99 {p99:.3f} ms"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predictions", type=int, default=50_000)
-    parser.add_argument("--real-model", action="store_true")
-    args = parser.parse_args()
+def measure(predictions: int = 50_000, real_model: bool = False, verbose: bool = True) -> dict:
+    """The router's overhead per prediction and the model alone, p99 in ms."""
     work = Path(tempfile.mkdtemp(prefix="dl-bench-router-"))
     try:
         models = {"1": StubModel(), "2": StubModel()}
-        if args.real_model:
+        if real_model:
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
             from driftloop.core import warehouse
             from driftloop.learn import registry
@@ -77,7 +74,7 @@ def main() -> None:
             examples.bootstrap(url, get_spec("churn"), rows=5000, training_end=datetime.now(UTC) - timedelta(days=1))
             champion = registry.load_model("churn", "champion")
             models = {"1": champion, "2": champion}
-        requests = _requests(args.predictions)
+        requests = _requests(predictions)
         logger = serving.EventLogger(work / "landing", "churn", max_events=10_000)
         router = serving.Router("churn", allocation=serving.Allocation("1", "2", 0.10, "bench"), models=models, logger=logger)
         for i in range(200):  # warm up
@@ -99,16 +96,28 @@ def main() -> None:
             started = time.perf_counter()
             model.predict(frame)
             baseline[i] = (time.perf_counter() - started) * 1000
-        print(f"{len(requests):,} predictions through the router ({'real model' if args.real_model else 'stub model'}), "
+        p99 = float(np.percentile(overhead, 99))
+        numbers = {"overhead_p99_ms": p99, "model_p99_ms": float(np.percentile(baseline, 99))}
+        if not verbose:
+            return numbers
+        print(f"{len(requests):,} predictions through the router ({'real model' if real_model else 'stub model'}), "
               f"{len(logger.published)} event files published")  # fmt: skip
         print(f"  router overhead (routing + input + event + log): {_percentiles(overhead)}")
         print(f"  model alone (baseline, same inputs):            {_percentiles(baseline)}")
         print(f"  router total:                                   {_percentiles(wall)}")
-        p99 = float(np.percentile(overhead, 99))
         print(f"overhead p99 / model p99 = {p99 / float(np.percentile(baseline, 99)):.2f}")
         print(f"goal: overhead p99 < {GOAL_MS} ms -> {'met' if p99 < GOAL_MS else 'MISSED'} ({p99:.3f} ms)")
+        return numbers
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--predictions", type=int, default=50_000)
+    parser.add_argument("--real-model", action="store_true")
+    args = parser.parse_args()
+    measure(args.predictions, args.real_model)
 
 
 if __name__ == "__main__":

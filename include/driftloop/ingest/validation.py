@@ -159,19 +159,33 @@ def _representatives(check: Check, frame: pd.DataFrame, masks: dict[str, np.ndar
     return pd.unique(present).tolist()
 
 
-def _summary_frame(frame: pd.DataFrame, checks: list[Check]) -> tuple[pd.DataFrame, list[Check]]:
+def _summary_frame(values: list[list[Any]], checks: list[Check]) -> tuple[pd.DataFrame, list[Check]]:
     """One small frame of representatives per check (padded by repeating a value: never changes a verdict)."""
     columns: dict[str, list[Any]] = {}
     summary_checks = []
-    masks: dict[str, np.ndarray] = {}
-    for index, check in enumerate(checks):
+    for index, (check, representatives) in enumerate(zip(checks, values, strict=True)):
         name = f"c{index}"
-        columns[name] = _representatives(check, frame, masks)
+        columns[name] = representatives
         kwargs = {k: v for k, v in check.kwargs.items() if k not in _CONDITION_KEYS}
         summary_checks.append(replace(check, column=name, kwargs=kwargs))
     rows = max(len(values) for values in columns.values())
     padded = {name: pd.Series(values + [values[-1]] * (rows - len(values))) for name, values in columns.items()}
     return pd.DataFrame({LINE: np.arange(rows), **padded}), summary_checks
+
+
+# GX's verdict of a check on a summary column depends only on the expectation, its arguments and the
+# column's values: verdicts already computed in this process are reused. Files of one model repeat the
+# same nulls, categories and id shapes, so for small files GX then runs only the checks whose values are
+# new (mostly ranges); GX's fixed cost per expectation (~10 ms) was most of a small file's time.
+_VERDICTS: dict[tuple, bool] = {}
+_VERDICTS_MAX = 20_000
+
+
+def _verdict_key(check: Check, values: list[Any]) -> tuple:
+    kwargs = sorted((k, repr(v)) for k, v in check.kwargs.items() if k not in _CONDITION_KEYS)
+    if check.expectation == "ExpectColumnValuesToNotBeNull":  # its present value only fills the column
+        values = [None if v is None else "(present)" for v in values]
+    return (check.expectation, tuple(kwargs), tuple((type(v).__name__, repr(v)) for v in values))
 
 
 def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str = "batch") -> ValidationReport:
@@ -180,23 +194,42 @@ def validate_frame(frame: pd.DataFrame, checks: list[Check], *, suite_name: str 
     Two passes: GX first validates a summary of the batch (for each check, the few values that fail
     it exactly when a row does: nulls, distinct values, extremes) with BOOLEAN_ONLY results; then
     only the failed checks run again on the whole batch with COMPLETE results, which list the
-    failing rows by `__line`. Clean batches, the common case, cost one small validation.
+    failing rows by `__line`. Clean batches, the common case, cost one small validation, of the checks
+    whose summary values this process has not validated before (see _VERDICTS).
     """
     if frame.empty or not checks:
         return ValidationReport({}, len(checks), [])
-    gx, _, ProgressBarsConfig = _gx()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    summary, summary_checks = _summary_frame(frame, checks)
-    first = _run_suites(
-        context, summary, summary_checks, list(range(len(checks))), {"result_format": "BOOLEAN_ONLY"}, suite_name,
-        columns_per_run=len(checks),
-    )  # fmt: skip
-    failed_checks = sorted(index for index, outcome in first if not outcome.success)
+    context = None
+
+    def gx_context():
+        nonlocal context
+        if context is None:
+            gx, _, ProgressBarsConfig = _gx()
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        return context
+
+    masks: dict[str, np.ndarray] = {}
+    values = [_representatives(check, frame, masks) for check in checks]
+    keys = [_verdict_key(check, representatives) for check, representatives in zip(checks, values, strict=True)]
+    verdicts = {key: _VERDICTS[key] for key in keys if key in _VERDICTS}
+    unknown = [index for index, key in enumerate(keys) if key not in verdicts]
+    if unknown:
+        summary, summary_checks = _summary_frame([values[i] for i in unknown], [checks[i] for i in unknown])
+        first = _run_suites(
+            gx_context(), summary, summary_checks, list(range(len(unknown))), {"result_format": "BOOLEAN_ONLY"},
+            suite_name, columns_per_run=len(unknown),
+        )  # fmt: skip
+        for position, outcome in first:
+            verdicts[keys[unknown[position]]] = bool(outcome.success)
+        if len(_VERDICTS) > _VERDICTS_MAX:
+            _VERDICTS.clear()
+        _VERDICTS.update({keys[i]: verdicts[keys[i]] for i in unknown})
+    failed_checks = [index for index, key in enumerate(keys) if not verdicts[key]]
     reasons: dict[int, list[Reason]] = defaultdict(list)
     if failed_checks:
         detail = {"result_format": "COMPLETE", "unexpected_index_column_names": [LINE]}
-        for index, outcome in _run_suites(context, frame, checks, failed_checks, detail, suite_name):
+        for index, outcome in _run_suites(gx_context(), frame, checks, failed_checks, detail, suite_name):
             check = checks[index]
             for unexpected in outcome.result.get("unexpected_index_list") or []:
                 reasons[int(unexpected[LINE])].append(Reason(check.field, check.rule, check.explain(unexpected.get(check.column))))

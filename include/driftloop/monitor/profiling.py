@@ -1040,17 +1040,25 @@ def _read_raw(conn: psycopg.Connection, spec: ModelSpec, start: datetime, end: d
 
 
 def _hour_profiles(
-    data: pd.DataFrame, spec: ModelSpec, columns: list[str], processes: int | None
+    data: pd.DataFrame, spec: ModelSpec, columns: list[str], processes: int | None,
+    window: tuple[str, datetime] | None = None,
 ) -> list[tuple[_Grain, DatasetProfileView, int]]:
-    """Hourly profiles per hour x version x variant x segment, plus the '(all)' segment (a merge)."""
+    """Hourly profiles per hour x version x variant x segment, plus the '(all)' segment (a merge); with
+    `window` (size, start), every row is of that one window: profiles of it, not of its hours."""
     out = []
     if data.empty:
         return out
-    grouped = data.groupby(["hour", "model_version", "variant"], sort=True, observed=True)
-    for (hour, version, variant), part in grouped:
-        start = datetime.fromtimestamp(int(hour) * 3600, UTC)
-        base = dict(model_name=spec.name, model_version=str(version), variant=str(variant), window_size="hour",
-                    window_start=start, window_end=start + HOUR)  # fmt: skip
+    keys = ["model_version", "variant"] if window is not None else ["hour", "model_version", "variant"]
+    for key, part in data.groupby(keys, sort=True, observed=True):
+        if window is not None:
+            (version, variant), (size, start) = key, window
+            end = start + WINDOW_SIZES[size]
+        else:
+            hour, version, variant = key
+            size, start = "hour", datetime.fromtimestamp(int(hour) * 3600, UTC)
+            end = start + HOUR
+        base = dict(model_name=spec.name, model_version=str(version), variant=str(variant), window_size=size,
+                    window_start=start, window_end=end)  # fmt: skip
         if spec.segment is None:
             view = profile_frame(part[columns], spec, processes=processes, dataset_timestamp=start)
             out.append((_Grain(segment=ALL, **base), view, len(part)))
@@ -1171,7 +1179,11 @@ def profile_windows(
         hourly: list[tuple[_Grain, DatasetProfileView, int]] = []
         hour = max(window, first)
         with warehouse.connect(url) as conn:
-            while hour < min(window_end, last):  # one hour of raw rows in memory at a time
+            if base != "hour":  # no hour is stored: the window's rows in one read, profiled as one window
+                data = _read_raw(conn, spec, window, window_end)
+                hourly += _hour_profiles(data, spec, columns, processes, window=(base, window))
+                result.rows += len(data)
+            while base == "hour" and hour < min(window_end, last):  # one hour of raw rows in memory at a time
                 data = _read_raw(conn, spec, hour, hour + HOUR)
                 hourly += _hour_profiles(data, spec, columns, processes)
                 result.rows += len(data)
@@ -1195,7 +1207,10 @@ def profile_windows(
                 closes = touched + WINDOW_SIZES[size]
                 if closes != window_end or closes > last:
                     break
-                merged = _merged_profiles(conn, spec, size, touched, part_size, fresh) if (fresh or part_size) else []
+                if part_size is None and all(grain.window_size == size for grain, _, _ in fresh):
+                    merged = list(fresh)  # profiled as this window already (no hour stored): nothing to merge
+                else:
+                    merged = _merged_profiles(conn, spec, size, touched, part_size, fresh) if (fresh or part_size) else []
                 if merged:
                     _replace_windows(conn, spec, size, [touched], merged, references)
                     result.windows.setdefault(size, []).append(touched)

@@ -89,3 +89,24 @@ def test_validating_a_batch_writes_no_temporary_directory_line(caplog):
         report = validate_frame(frame, [check])
     assert set(report.reasons) == {2}
     assert not [r for r in caplog.records if "Created temporary directory" in r.getMessage()]
+
+
+def test_verdicts_reused_across_batches_still_find_each_batchs_failures():
+    # GIVEN a batch validated first (its verdicts are kept for the same values)
+    rng = np.random.default_rng(11)
+    def rules(frame):
+        return {line: {r.rule for r in reasons} for line, reasons in validate_frame(frame, _checks()).reasons.items()}
+
+    clean = _frame(rng, 200)
+    assert rules(clean) == _brute_force(clean)
+    # WHEN batches with the same categories and stamp shapes come, one of them with a null and a bad category
+    same = _frame(rng, 200)
+    assert rules(same) == _brute_force(same)
+    dirty = _frame(rng, 200)
+    dirty["category"] = dirty["category"].cat.add_categories(["zz"])
+    dirty.loc[[3, 7], "category"] = "zz"
+    dirty.loc[dirty.index[dirty["served"]][:2], "required"] = None
+    found = rules(dirty)
+    # THEN every failing row of each batch is found, and a repeat of a failing batch fails the same way
+    assert found == _brute_force(dirty) and {"allowed", "required"} <= set().union(*found.values())
+    assert rules(dirty) == found
