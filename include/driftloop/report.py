@@ -290,6 +290,8 @@ def model_status_in(conn: psycopg.Connection, model_name: str, decisions: int = 
             statistics = test[0]["statistics"] or {}
             numbers = statistics.get("test") or {}
             metric = statistics.get("metric") or {}  # the primary metric and its numbers per arm
+            if isinstance(metric, str):  # decisions recorded before the metric carried its numbers
+                metric = {"name": metric}
             estimate = {"decided_at": test[0]["decided_at"], "decision": test[0]["decision"],
                         "metric": metric.get("name", "accuracy"), "difference": numbers.get("difference"),
                         "interval": numbers.get("always_valid_interval"),
