@@ -10,10 +10,6 @@ labeled_predictions as (
     select * from {{ ref('int_labeled_predictions') }}
 ),
 
-predictions as (
-    select * from {{ ref('stg_raw__predictions') }}
-),
-
 experiments as (
     select * from {{ ref('stg_ops__experiments') }}
 ),
@@ -35,17 +31,6 @@ experiment_arms as (
     ) as arms (arm, model_version)
 ),
 
--- unit_id is not in int_labeled_predictions; request_ts is in the key so Postgres can prune partitions
-experiment_units as (
-    select
-        model_name,
-        prediction_id,
-        request_ts,
-        unit_id
-    from predictions
-    where experiment_id is not null
-),
-
 experiment_predictions as (
     select
         experiment_arms.experiment_id,
@@ -54,7 +39,7 @@ experiment_predictions as (
         experiment_arms.model_version,
         experiment_arms.primary_metric,
         labeled_predictions.prediction_id,
-        experiment_units.unit_id,
+        units.unit_id,
         labeled_predictions.request_ts,
         labeled_predictions.latency_ms,
         labeled_predictions.is_failed,
@@ -68,11 +53,18 @@ experiment_predictions as (
             labeled_predictions.experiment_id = experiment_arms.experiment_id
             and labeled_predictions.model_name = experiment_arms.model_name
             and labeled_predictions.variant = experiment_arms.arm
-    left join experiment_units
-        on
-            labeled_predictions.model_name = experiment_units.model_name
-            and labeled_predictions.prediction_id = experiment_units.prediction_id
-            and labeled_predictions.request_ts = experiment_units.request_ts
+    -- unit_id is not in int_labeled_predictions. Lateral: one (model_name, request_ts) index probe per
+    -- experiment prediction, in its day's partition. As a join, its plan hung on the row estimate of
+    -- fresh experiment traffic: a nested loop over the partitions once made this model take 146 s.
+    left join lateral (
+        select stg_raw__predictions.unit_id
+        from {{ ref('stg_raw__predictions') }} as stg_raw__predictions
+        where
+            stg_raw__predictions.model_name = labeled_predictions.model_name
+            and stg_raw__predictions.request_ts = labeled_predictions.request_ts
+            and stg_raw__predictions.prediction_id = labeled_predictions.prediction_id
+        offset 0
+    ) as units on true
     -- a filter Postgres pushes into the scan under int_labeled_predictions: the per-prediction label
     -- lookups run for experiment traffic only
     where labeled_predictions.experiment_id is not null
