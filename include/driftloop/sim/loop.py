@@ -71,8 +71,11 @@ def loop_spec_payload(base: ModelSpec, scenario: LoopScenario) -> dict[str, Any]
     retraining["triggers"]["degradation"]["window"] = "24h"
     retraining["training"]["window"] = "1d"  # a day of labels is ~7,000 rows; two would mix the old world in
     retraining["training"]["candidates"] = ["lightgbm", "logistic_regression"]
-    # the offline gate times both models on this machine: the story must not hang on its load
-    payload["promotion"]["offline_gate"]["max_latency_ratio"] = 1.5
+    # the offline gate times both models on this machine (a LightGBM challenger against a logistic
+    # champion differs by more than any noise, and a loaded machine moves the ratio): the story must not
+    # depend on the machine, so the loop leaves latency to the online guardrails, which see simulated,
+    # seeded latencies (a run rejected a good challenger at ratio 1.99 under a limit of 1.5)
+    payload["promotion"]["offline_gate"]["max_latency_ratio"] = 1000.0
     # a concept drift changes which features matter: an importance-stability check would reject the
     # very challenger that learned the new relationship
     payload["promotion"]["offline_gate"]["min_importance_rank_correlation"] = -1.0
