@@ -120,12 +120,22 @@ def ks_statistic(quantiles: Sequence[float], sample_points: np.ndarray, sample_c
 
 def ks_p_value(statistic: float, n: float, m: float) -> float:
     """Two-sided asymptotic p-value of a two-sample KS statistic (scipy's ks_2samp, method="asymp")."""
+    return float(ks_p_values([statistic], [n], [m])[0])
+
+
+def ks_p_values(statistics: Sequence[float], n: Sequence[float], m: Sequence[float]) -> np.ndarray:
+    """:func:`ks_p_value` of many (statistic, n, m) at once: one call into scipy (its per-call overhead,
+    ~0.4 ms, is most of the cost for small windows), the same numbers element by element."""
     from scipy.stats import kstwo
 
-    if n <= 0 or m <= 0:
-        return float("nan")
-    effective = round(n * m / (n + m))
-    return float(np.clip(kstwo.sf(statistic, max(effective, 1)), 0.0, 1.0))
+    d = np.asarray(statistics, dtype=float)
+    n_, m_ = np.asarray(n, dtype=float), np.asarray(m, dtype=float)
+    out = np.full(d.shape, np.nan)
+    valid = (n_ > 0) & (m_ > 0)
+    if valid.any():
+        effective = np.maximum(np.round(n_[valid] * m_[valid] / (n_[valid] + m_[valid])), 1)
+        out[valid] = np.clip(kstwo.sf(d[valid], effective), 0.0, 1.0)
+    return out
 
 
 def chi2_test(reference_counts: Sequence[float], window_counts: Sequence[float]) -> tuple[float, int, float]:

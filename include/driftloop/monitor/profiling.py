@@ -669,10 +669,11 @@ def _copy(
 
 
 def column_statistics(column: ColumnProfileView, edges: Mapping[str, Any],
-                      bins: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                      bins: Sequence[Mapping[str, Any]], *, ks_p_value: bool = True) -> dict[str, Any]:
     """What a window column gets next to its bins: n_values, KS (numeric, from the sketches) or
     chi-square (categorical / boolean, on the bins' counts) against the reference, with p-values,
-    and the reference's null model (mean, sd) of every statistic at n_values."""
+    and the reference's null model (mean, sd) of every statistic at n_values. With ``ks_p_value=False``
+    the KS p-value is left None, for the caller to compute many at once (:func:`drift.ks_p_values`)."""
     counts = _metric(column, "counts")
     n_values = int(counts.n.value - counts.null.value) if counts else 0
     out: dict[str, Any] = dict.fromkeys(_STATISTIC_FIELDS)
@@ -691,7 +692,9 @@ def column_statistics(column: ColumnProfileView, edges: Mapping[str, Any],
                 grid = np.unique(every)
                 grid_cdf = np.asarray(kll.get_cdf(grid.tolist(), True)[:-1])[np.searchsorted(grid, every)]
                 statistic = drift.ks_statistic(quantiles, points, sample_cdf, grid_cdf)
-                out.update(ks_statistic=statistic, ks_p_value=drift.ks_p_value(statistic, n_values, reference_n))
+                out["ks_statistic"] = statistic
+                if ks_p_value:
+                    out["ks_p_value"] = drift.ks_p_value(statistic, n_values, reference_n)
         elif edges["type"] != "numeric" and edges.get("fractions"):
             reference_counts = np.asarray(edges["fractions"], dtype=float) * reference_n
             statistic, dof, p_value = drift.chi2_test(reference_counts, [b["count"] for b in bins])
@@ -701,6 +704,29 @@ def column_statistics(column: ColumnProfileView, edges: Mapping[str, Any],
             if null is not None:
                 out[f"{statistic}_null_mean"], out[f"{statistic}_null_sd"] = null
     return out
+
+
+@dataclass(frozen=True)
+class _PendingKS:
+    """A KS p-value to compute with the others of the same write (one call into scipy for all)."""
+
+    statistic: float
+    n: float
+    m: float
+
+
+_KS_P_VALUE = _STATISTIC_COLUMNS.index("ks_p_value")  # its position in a column_statistics row
+
+
+def _fill_ks_p_values(statistics: list[tuple]) -> None:
+    pending = [i for i, row in enumerate(statistics) if isinstance(row[_KS_P_VALUE], _PendingKS)]
+    if not pending:
+        return
+    ks = [statistics[i][_KS_P_VALUE] for i in pending]
+    values = drift.ks_p_values([k.statistic for k in ks], [k.n for k in ks], [float(k.m) for k in ks])
+    for i, value in zip(pending, values.tolist(), strict=True):
+        row = statistics[i]
+        statistics[i] = (*row[:_KS_P_VALUE], value, *row[_KS_P_VALUE + 1:])
 
 
 def _flatten(
@@ -730,7 +756,9 @@ def _flatten(
             bins.append((profile_id, reference.profile_id, *grain_values, name, described.role, described.type,
                          *(b[f] for f in _BIN_FIELDS)))  # fmt: skip
         if statistics is not None:
-            stats = column_statistics(column, reference.edges[name], column_bin_rows)
+            stats = column_statistics(column, reference.edges[name], column_bin_rows, ks_p_value=False)
+            if stats["ks_statistic"] is not None:
+                stats["ks_p_value"] = _PendingKS(stats["ks_statistic"], stats["n_values"], reference.edges[name]["n"])
             statistics.append((profile_id, reference.profile_id, grain.model_name, grain.model_version,
                                grain.window_size, grain.window_start, name, *(stats[f] for f in _STATISTIC_FIELDS)))  # fmt: skip
     return summaries, bins
@@ -769,6 +797,7 @@ def _write_profiles(
         s, b = _flatten(profile_id, grain, view, spec, reference, statistics)
         summaries += s
         bins += b
+    _fill_ks_p_values(statistics)
     _copy(conn, "profiles.whylogs_profiles", _PROFILE_COLUMNS, rows)
     _copy(conn, "profiles.column_summaries", _SUMMARY_COLUMNS, summaries)
     _copy(conn, "profiles.column_bins", _BIN_COLUMNS, bins)
@@ -916,6 +945,7 @@ def _rebin(conn: psycopg.Connection, spec: ModelSpec, model_version: str, refere
                 view = DatasetProfileView.deserialize(bytes(payload))
                 _, b = _flatten(profile_id, _Grain(*grain_values), view, spec, reference, statistics)
                 bins += b
+            _fill_ks_p_values(statistics)
             _copy(conn, "profiles.column_bins", _BIN_COLUMNS, bins)
             _copy(conn, "profiles.column_statistics", _STATISTIC_COLUMNS, statistics)
             count += len(batch)
@@ -1115,20 +1145,59 @@ def _merged_profiles(
     return out
 
 
-def _replace_windows(
-    conn: psycopg.Connection,
-    spec: ModelSpec,
-    size: str,
-    starts: Sequence[datetime],
-    profiles: Sequence[tuple[_Grain, DatasetProfileView, int]],
-    references: Mapping[str, _Reference],
-) -> None:
-    conn.execute(
-        "delete from profiles.whylogs_profiles where model_name = %s and window_size = %s "
-        "and window_start = any(%s)",
-        (spec.name, size, list(starts)),
-    )
-    _write_profiles(conn, spec, profiles, references)
+class _Writes:
+    """Profiles to replace, held until :meth:`flush` writes them all: one delete per window size and
+    one COPY per table for many windows (per window they were most of the cost of a small one).
+    Flushed before anything reads stored profiles back, and before the transaction commits."""
+
+    def __init__(self, spec: ModelSpec, references: Mapping[str, _Reference]):
+        self.spec, self.references = spec, references
+        self.starts: dict[str, list[datetime]] = defaultdict(list)
+        self.profiles: list[tuple[_Grain, DatasetProfileView, int]] = []
+
+    def replace(self, size: str, starts: Sequence[datetime],
+                profiles: Sequence[tuple[_Grain, DatasetProfileView, int]]) -> None:
+        self.starts[size] += starts
+        self.profiles += profiles
+
+    def flush(self, conn: psycopg.Connection) -> None:
+        for size, starts in self.starts.items():
+            conn.execute(
+                "delete from profiles.whylogs_profiles where model_name = %s and window_size = %s "
+                "and window_start = any(%s)",
+                (self.spec.name, size, starts),
+            )
+        if self.profiles:
+            _write_profiles(conn, self.spec, self.profiles, self.references)
+        self.starts.clear()
+        self.profiles = []
+
+
+def _windows_of(data: pd.DataFrame, size: str, start: datetime, end: datetime) -> list[tuple[datetime, pd.DataFrame]]:
+    """The rows of [start, end) cut into its `size` windows, every window listed (empty ones too)."""
+    out, starts = [], []
+    window = start
+    while window < end:
+        starts.append(window)
+        window += WINDOW_SIZES[size]
+    if data.empty:
+        return [(w, data) for w in starts]
+    hours = data["hour"].to_numpy()
+    distinct = np.unique(hours)
+    index = {w: i for i, w in enumerate(starts)}
+    of_hour = np.array([index[_floor_size(datetime.fromtimestamp(int(h) * 3600, UTC), size)] for h in distinct])
+    window_of_row = of_hour[np.searchsorted(distinct, hours)]
+    order = np.argsort(window_of_row, kind="stable")
+    bounds = np.searchsorted(window_of_row[order], np.arange(len(starts) + 1))
+    for i, w in enumerate(starts):
+        out.append((w, data.iloc[order[bounds[i]:bounds[i + 1]]]))
+    return out
+
+
+# A transaction of windows (without stored hours) holds about this many raw rows: many small windows
+# share one, a large window has its own.
+_BATCH_ROWS = 100_000
+_BATCH_WINDOWS = 64
 
 
 def profile_windows(
@@ -1171,53 +1240,72 @@ def profile_windows(
     with warehouse.connect(url) as conn:
         references = _references(conn, spec.name)
     unbinned: set[str] = set()
-    # one transaction per day (hours stored) or per base window
+    # one transaction per day (hours stored), or per batch of base windows (many small windows share one)
     step = "day" if base == "hour" else base
     window = _floor_size(first, step)
+    batch = 1  # base windows per transaction: grows with what the first ones held
+    rows_seen = windows_seen = 0
     while window < last:
-        window_end = window + WINDOW_SIZES[step]
-        hourly: list[tuple[_Grain, DatasetProfileView, int]] = []
-        hour = max(window, first)
+        batch_end = window
+        for _ in range(batch if base != "hour" else 1):
+            if batch_end >= last:
+                break
+            batch_end += WINDOW_SIZES[step]
+        pieces: list[tuple[datetime, list[tuple[_Grain, DatasetProfileView, int]]]] = []
         with warehouse.connect(url) as conn:
-            if base != "hour":  # no hour is stored: the window's rows in one read, profiled as one window
-                data = _read_raw(conn, spec, window, window_end)
-                hourly += _hour_profiles(data, spec, columns, processes, window=(base, window))
+            if base != "hour":  # no hour is stored: the batch's rows in one read, each window profiled as one
+                data = _read_raw(conn, spec, window, batch_end)
                 result.rows += len(data)
-            while base == "hour" and hour < min(window_end, last):  # one hour of raw rows in memory at a time
-                data = _read_raw(conn, spec, hour, hour + HOUR)
-                hourly += _hour_profiles(data, spec, columns, processes)
-                result.rows += len(data)
-                hour += HOUR
-        hours = sorted({grain.window_start for grain, _, _ in hourly})
+                for start_, part in _windows_of(data, base, window, batch_end):
+                    pieces.append((start_, _hour_profiles(part, spec, columns, processes, window=(base, start_))))
+                rows_seen, windows_seen = rows_seen + len(data), windows_seen + len(pieces)
+                batch = max(1, min(_BATCH_WINDOWS, _BATCH_ROWS * windows_seen // max(rows_seen, 1)))
+            else:
+                hourly: list[tuple[_Grain, DatasetProfileView, int]] = []
+                hour = max(window, first)
+                while hour < min(batch_end, last):  # one hour of raw rows in memory at a time
+                    data = _read_raw(conn, spec, hour, hour + HOUR)
+                    hourly += _hour_profiles(data, spec, columns, processes)
+                    result.rows += len(data)
+                    hour += HOUR
+                pieces.append((window, hourly))
         with warehouse.connect(url) as conn, conn.transaction():
             lock_model(conn, "profiles", spec.name)
-            fresh: Sequence[tuple[_Grain, DatasetProfileView, int]] = hourly
-            part_size: str | None = None  # the stored size the next size is merged from (None: `fresh` only)
-            if base == "hour":
-                if hours:
-                    _replace_windows(conn, spec, "hour", hours, hourly, references)
-                    result.hours += hours
-                    result.profiles += len(hourly)
-                part_size = "hour"
-            for size in sizes:
-                if size == "hour":
-                    continue
-                # the `size` window this one ends, once it has closed (a week: on its last day)
-                touched = _floor_size(window, size)
-                closes = touched + WINDOW_SIZES[size]
-                if closes != window_end or closes > last:
-                    break
-                if part_size is None and all(grain.window_size == size for grain, _, _ in fresh):
-                    merged = list(fresh)  # profiled as this window already (no hour stored): nothing to merge
-                else:
-                    merged = _merged_profiles(conn, spec, size, touched, part_size, fresh) if (fresh or part_size) else []
-                if merged:
-                    _replace_windows(conn, spec, size, [touched], merged, references)
-                    result.windows.setdefault(size, []).append(touched)
-                    result.profiles += len(merged)
-                fresh, part_size = merged, size
-        unbinned |= {grain.model_version for grain, _, _ in hourly if grain.model_version not in references}
-        window = window_end
+            writes = _Writes(spec, references)
+            for piece_start, hourly in pieces:
+                piece_end = piece_start + WINDOW_SIZES[step]
+                hours = sorted({grain.window_start for grain, _, _ in hourly})
+                fresh: Sequence[tuple[_Grain, DatasetProfileView, int]] = hourly
+                part_size: str | None = None  # the stored size the next size is merged from (None: `fresh` only)
+                if base == "hour":
+                    if hours:
+                        writes.replace("hour", hours, hourly)
+                        result.hours += hours
+                        result.profiles += len(hourly)
+                    part_size = "hour"
+                for size in sizes:
+                    if size == "hour":
+                        continue
+                    # the `size` window this one ends, once it has closed (a week: on its last day)
+                    touched = _floor_size(piece_start, size)
+                    closes = touched + WINDOW_SIZES[size]
+                    if closes != piece_end or closes > last:
+                        break
+                    if part_size is None and all(grain.window_size == size for grain, _, _ in fresh):
+                        merged = list(fresh)  # profiled as this window already (no hour stored): nothing to merge
+                    elif fresh or part_size:
+                        writes.flush(conn)  # the merge reads the stored parts back
+                        merged = _merged_profiles(conn, spec, size, touched, part_size, fresh)
+                    else:
+                        merged = []
+                    if merged:
+                        writes.replace(size, [touched], merged)
+                        result.windows.setdefault(size, []).append(touched)
+                        result.profiles += len(merged)
+                    fresh, part_size = merged, size
+                unbinned |= {grain.model_version for grain, _, _ in hourly if grain.model_version not in references}
+            writes.flush(conn)
+        window = batch_end
     result.days = result.windows.get("day", [])
     result.unbinned_versions = sorted(unbinned)
     if unbinned:
