@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -131,6 +132,18 @@ def _run_suites(context, frame: pd.DataFrame, checks: list[Check], selected: lis
 _CONDITION_KEYS = ("row_condition", "condition_parser")
 
 
+_IS_TRUE = re.compile(r"^(\w+) == True$")
+
+
+def _condition_mask(frame: pd.DataFrame, condition: str) -> np.ndarray:
+    """The rows a pandas row condition keeps (`frame.eval`; a boolean column `== True` directly: eval costs
+    ~15 ms a call, a third of a small file's time)."""
+    simple = _IS_TRUE.match(condition)
+    if simple and simple.group(1) in frame.columns and frame[simple.group(1)].dtype == bool:
+        return frame[simple.group(1)].to_numpy(dtype=bool)
+    return frame.eval(condition).to_numpy(dtype=bool)
+
+
 def _representatives(check: Check, frame: pd.DataFrame, masks: dict[str, np.ndarray]) -> list[Any]:
     """A few values of the check's column that fail the check exactly when some row does.
 
@@ -141,7 +154,7 @@ def _representatives(check: Check, frame: pd.DataFrame, masks: dict[str, np.ndar
     condition = check.kwargs.get("row_condition")
     if condition:
         if condition not in masks:
-            masks[condition] = frame.eval(condition).to_numpy(dtype=bool)
+            masks[condition] = _condition_mask(frame, condition)
         values = values[masks[condition]]
     present = values.dropna()
     if check.expectation == "ExpectColumnValuesToNotBeNull":

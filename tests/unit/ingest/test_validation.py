@@ -132,3 +132,11 @@ def test_many_batches_validated_together_each_keep_their_own_failures():
     alone = [validate_frame(frame, _checks()) for frame in frames]
     assert [r.failed_checks for r in reports] == [r.failed_checks for r in alone]
     assert [r.failed_checks for r in reports][0] == [] and reports[1].failed_checks == ["value:range"]
+
+
+def test_a_row_condition_keeps_the_rows_pandas_eval_keeps():
+    from driftloop.ingest.validation import _condition_mask
+
+    frame = _frame(np.random.default_rng(5), 50)
+    assert (_condition_mask(frame, "served == True") == frame.eval("served == True").to_numpy(dtype=bool)).all()
+    assert (_condition_mask(frame, "value > 0") == (frame["value"] > 0).to_numpy()).all()
