@@ -19,7 +19,7 @@ import pandas as pd
 from driftloop.core.contracts import CONTRACTS, FEEDBACK, PREDICTIONS
 from driftloop.core.spec import FeatureType, ModelSpec
 from driftloop.ingest.parsing import ParsedFile
-from driftloop.ingest.validation import LINE, Check, Reason, validate_frame
+from driftloop.ingest.validation import LINE, Check, Reason, ValidationReport, validate_frame, validate_frames
 
 # RFC 3339 date-time with a mandatory offset ("Z" or +hh:mm).
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
@@ -208,8 +208,22 @@ def _score_checks(builder: _Builder, spec: ModelSpec) -> dict[str, pd.Series]:
     return probabilities
 
 
-def check_batch(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -> CheckedBatch:
-    """Validate a parsed file with GX; unparsed lines are rejected with their parse reason."""
+@dataclass
+class _Derived:
+    parsed: ParsedFile
+    frame: pd.DataFrame
+    checks: list[Check]
+    scores: dict[str, pd.Series]
+    timestamps: pd.Series
+
+    def checked(self, report: ValidationReport) -> CheckedBatch:
+        reasons = dict(report.reasons)
+        for item in self.parsed.unparsed:
+            reasons[item.line] = list(item.reasons)
+        return CheckedBatch(self.parsed, reasons, self.scores, self.timestamps)
+
+
+def _derive(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -> _Derived:
     builder = _Builder(parsed)
     source = parsed.source
     latest = now + spec.ingest.max_future_skew
@@ -247,9 +261,18 @@ def check_batch(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -
         timestamps = builder.timestamp("feedback_ts", latest)
     else:
         raise ValueError(f"unknown kind {kind!r}")
-    frame = pd.DataFrame(builder.columns)
-    report = validate_frame(frame, builder.checks, suite_name=f"{spec.name}-{kind}")
-    reasons = dict(report.reasons)
-    for item in parsed.unparsed:
-        reasons[item.line] = list(item.reasons)
-    return CheckedBatch(parsed, reasons, scores, timestamps)
+    return _Derived(parsed, pd.DataFrame(builder.columns), builder.checks, scores, timestamps)
+
+
+def check_batch(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -> CheckedBatch:
+    """Validate a parsed file with GX; unparsed lines are rejected with their parse reason."""
+    derived = _derive(spec, kind, parsed, now)
+    return derived.checked(validate_frame(derived.frame, derived.checks, suite_name=f"{spec.name}-{kind}"))
+
+
+def check_batches(spec: ModelSpec, kind: str, parsed: list[ParsedFile], now: datetime) -> list[CheckedBatch]:
+    """`check_batch` for many files of one model and kind, with one GX validation of their summaries
+    (`validate_frames`): the same verdicts, rejected lines and reasons per file."""
+    derived = [_derive(spec, kind, one, now) for one in parsed]
+    reports = validate_frames([(d.frame, d.checks) for d in derived], suite_name=f"{spec.name}-{kind}")
+    return [d.checked(report) for d, report in zip(derived, reports, strict=True)]

@@ -42,7 +42,7 @@ from driftloop.core.contracts import FEEDBACK, KINDS, PREDICTIONS
 from driftloop.core.locks import lock_model
 from driftloop.core.settings import landing_root as default_landing_root
 from driftloop.core.spec import ModelSpec
-from driftloop.ingest.checks import CheckedBatch, check_batch
+from driftloop.ingest.checks import CheckedBatch, check_batch, check_batches
 from driftloop.ingest.parsing import (
     ParsedFile,
     StillBeingWritten,
@@ -456,6 +456,7 @@ class PreparedFile:
     checksum: str | None = None
     size: int | None = None
     batch: CheckedBatch | None = None
+    parsed: ParsedFile | None = None  # parsed, not validated yet (validate_prepared does it for many files)
     failure: str | None = None
     first_line: int = 1  # append: the first line number not accounted for by the earlier load
 
@@ -488,15 +489,18 @@ def _describe_failure(landed: LandedFile, exc: BaseException) -> str:
 
 
 def prepare_file(url: str, spec: ModelSpec, landed: LandedFile, fs, *, now: datetime, previous: KnownFile | None = None,
-                 retry_failed: bool = False) -> PreparedFile:  # fmt: skip
+                 retry_failed: bool = False, validate: bool = True) -> PreparedFile:  # fmt: skip
     """Read, parse and validate a landed file (no warehouse writes but its day partitions). Never raises:
-    whatever goes wrong becomes the file's `failure`."""
+    whatever goes wrong becomes the file's `failure`. With `validate=False` the file is parsed only
+    (`validate_prepared` then validates many such files at once)."""
     prepared = PreparedFile(landed, FileResult(landed.path, landed.kind, "loaded"), previous)
     try:
         _prepare(url, spec, prepared, fs, now=now, retry_failed=retry_failed)
     except Exception as exc:  # noqa: BLE001 - one file's problem, whatever it is, must not stop the run
         log.exception("%s: preparing %s failed", spec.name, landed.path)
-        prepared.batch, prepared.failure = None, _describe_failure(landed, exc)
+        prepared.batch, prepared.parsed, prepared.failure = None, None, _describe_failure(landed, exc)
+    if validate:
+        validate_prepared(url, spec, [prepared], now=now)
     return prepared
 
 
@@ -553,9 +557,41 @@ def _prepare(url: str, spec: ModelSpec, prepared: PreparedFile, fs, *, now: date
         if young and prepared.mode == "new":
             result.status, result.error = "in_progress", "empty and changed recently"
         return
-    prepared.batch = check_batch(spec, landed.kind, parsed, now)
-    if landed.kind == PREDICTIONS:
-        _ensure_partitions(url, prepared.batch.timestamps[prepared.batch.valid()].dropna().dt.date.unique())
+    prepared.parsed = parsed
+
+
+def validate_prepared(url: str, spec: ModelSpec, prepared: list[PreparedFile], *, now: datetime) -> None:
+    """GX validation of the parsed files, one validation for all (`check_batches`: each file keeps its own
+    verdict, rejected rows and reasons), then their day partitions. Never raises: when the validation of
+    the group fails, each file is validated alone, and a file that then fails gets its `failure`."""
+    waiting = [one for one in prepared if one.parsed is not None]
+    by_kind: dict[str, list[PreparedFile]] = {}
+    for one in waiting:
+        by_kind.setdefault(one.landed.kind, []).append(one)
+    for kind, group in by_kind.items():
+        try:
+            for one, batch in zip(group, check_batches(spec, kind, [one.parsed for one in group], now), strict=True):
+                one.batch = batch
+        except Exception:  # noqa: BLE001 - validated again file by file, so one file's problem stays its own
+            log.exception("%s: validating %d files together failed; validating them one by one", spec.name, len(group))
+            for one in group:
+                try:
+                    one.batch = check_batch(spec, kind, one.parsed, now)
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("%s: preparing %s failed", spec.name, one.landed.path)
+                    one.batch, one.failure = None, _describe_failure(one.landed, exc)
+    days = set()
+    for one in waiting:
+        one.parsed = None
+        if one.batch is not None and one.landed.kind == PREDICTIONS:
+            days.update(one.batch.timestamps[one.batch.valid()].dropna().dt.date.unique())
+    try:
+        _ensure_partitions(url, days)
+    except Exception as exc:  # noqa: BLE001 - the files are not loaded; each records the failure
+        log.exception("%s: creating day partitions failed", spec.name)
+        for one in waiting:
+            if one.batch is not None and one.landed.kind == PREDICTIONS:
+                one.batch, one.failure = None, _describe_failure(one.landed, exc)
 
 
 def _load_rows(loader: _FileLoader, file_id: int, batch: CheckedBatch, result: FileResult) -> tuple[int, datetime | None, datetime | None]:
@@ -685,10 +721,30 @@ def _record_failure(url: str, spec: ModelSpec, prepared: PreparedFile, error: st
     return load_file(url, spec, prepared, run_id=run_id)
 
 
-def _prepare_pending(url: str, spec: ModelSpec, fs, pending: list, now: datetime, retry_failed: bool,
-                     position: int) -> PreparedFile:  # fmt: skip
-    landed, previous = pending[position]
-    return prepare_file(url, spec, landed, fs, now=now, previous=previous, retry_failed=retry_failed)
+# Files validated together (one GX validation of their summaries): GX's fixed cost per expectation is
+# then paid once per group, not per file. A group stops at this many files or rows (its memory).
+_GROUP_FILES = 200
+_GROUP_ROWS = 200_000
+
+
+def _groups(pending: list[tuple[LandedFile, KnownFile | None]]) -> list[list[tuple[LandedFile, KnownFile | None]]]:
+    groups: list[list] = []
+    size = 0
+    for item in pending:
+        if not groups or len(groups[-1]) >= _GROUP_FILES or size >= _GROUP_ROWS:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += max(1, item[0].size // 500)  # ~ rows: a landed prediction line is several hundred bytes
+    return groups
+
+
+def _prepare_group(url: str, spec: ModelSpec, fs, now: datetime, retry_failed: bool,
+                   group: list[tuple[LandedFile, KnownFile | None]]) -> list[PreparedFile]:  # fmt: skip
+    prepared = [prepare_file(url, spec, landed, fs, now=now, previous=previous, retry_failed=retry_failed, validate=False)
+                for landed, previous in group]  # fmt: skip
+    validate_prepared(url, spec, prepared, now=now)
+    return prepared
 
 
 def ingest(
@@ -724,30 +780,36 @@ def ingest(
                 pending.append((landed, previous))
             elif previous.status != "skipped" and previous.listing_changed(landed):
                 pending.append((landed, previous))
-        prepare = partial(_prepare_pending, url, spec, fs, pending, now, retry_failed)
+        prepare = partial(_prepare_group, url, spec, fs, now, retry_failed)
+        groups = _groups(pending)
 
-        # Two cores: the next file is parsed and validated while this one is COPYed (the server works).
+        # Two cores: the next group of files is parsed and validated while this one is COPYed (the server works).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-prepare") as pool:
-            upcoming = pool.submit(prepare, 0) if pending else None
-            for position in range(len(pending)):
-                prepared = upcoming.result()
-                if position + 1 < len(pending):
-                    upcoming = pool.submit(prepare, position + 1)
-                try:
-                    file_result = load_file(url, spec, prepared, run_id=run_id)
-                except Exception as exc:  # noqa: BLE001 - rolled back; the file is marked failed, the run goes on
-                    # (with the warehouse unreachable, recording the failure raises too, and the run stops)
-                    log.exception("%s: loading %s failed", spec.name, prepared.landed.path)
-                    file_result = _record_failure(url, spec, prepared, _describe_failure(prepared.landed, exc), run_id)
-                if file_result.status == "unchanged":
-                    continue
-                log.info(
-                    "%s %s: %s (%d loaded, %d rejected)%s", spec.name, file_result.path, file_result.status,
-                    file_result.rows_loaded, file_result.rows_rejected, f": {file_result.error}" if file_result.error else "",
-                )  # fmt: skip
-                result.files.append(file_result)
+            upcoming = pool.submit(prepare, groups[0]) if groups else None
+            for number in range(len(groups)):
+                group = upcoming.result()
+                if number + 1 < len(groups):
+                    upcoming = pool.submit(prepare, groups[number + 1])
+                for prepared in group:
+                    _load_one(url, spec, prepared, run_id, result)
     log.info(
         "%s: %d files, %d rows loaded, %d rejected in %.1fs (%d failed)", spec.name, len(result.files), result.rows_loaded,
         result.rows_rejected, time.perf_counter() - started, result.count("failed"),
     )  # fmt: skip
     return result
+
+
+def _load_one(url: str, spec: ModelSpec, prepared: PreparedFile, run_id: str, result: IngestResult) -> None:
+    try:
+        file_result = load_file(url, spec, prepared, run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - rolled back; the file is marked failed, the run goes on
+        # (with the warehouse unreachable, recording the failure raises too, and the run stops)
+        log.exception("%s: loading %s failed", spec.name, prepared.landed.path)
+        file_result = _record_failure(url, spec, prepared, _describe_failure(prepared.landed, exc), run_id)
+    if file_result.status == "unchanged":
+        return
+    log.info(
+        "%s %s: %s (%d loaded, %d rejected)%s", spec.name, file_result.path, file_result.status,
+        file_result.rows_loaded, file_result.rows_rejected, f": {file_result.error}" if file_result.error else "",
+    )  # fmt: skip
+    result.files.append(file_result)

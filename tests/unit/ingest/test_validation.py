@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.ingest.validation import LINE, Check, validate_frame
+from driftloop.ingest.validation import _VERDICTS, LINE, Check, validate_frame, validate_frames
 
 RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[Zz]|[+-]\d{2}:\d{2})$"
 
@@ -110,3 +110,33 @@ def test_verdicts_reused_across_batches_still_find_each_batchs_failures():
     # THEN every failing row of each batch is found, and a repeat of a failing batch fails the same way
     assert found == _brute_force(dirty) and {"allowed", "required"} <= set().union(*found.values())
     assert rules(dirty) == found
+
+
+def test_many_batches_validated_together_each_keep_their_own_failures():
+    # GIVEN several batches, some clean, some failing different checks, none of their verdicts known yet
+    _VERDICTS.clear()
+    rng = np.random.default_rng(21)
+    frames = [_frame(rng, 150) for _ in range(6)]
+    frames[1].loc[[4, 9], "value"] = [7.0, -4.0]
+    frames[3]["category"] = frames[3]["category"].cat.add_categories(["zz"])
+    frames[3].loc[[2], "category"] = "zz"
+    frames[4].loc[frames[4].index[frames[4]["served"]][:1], "required"] = None
+    frames[5].loc[[0], "stamp"] = "2026-01-01 10:00"
+    # WHEN they are validated in one GX validation of their stacked summaries
+    reports = validate_frames([(frame, _checks()) for frame in frames])
+    # THEN each batch has exactly the failing rows and reasons a row-by-row evaluation gives, and the
+    # same verdicts as validating it alone
+    for frame, report in zip(frames, reports, strict=True):
+        assert {line: {r.rule for r in reasons} for line, reasons in report.reasons.items()} == _brute_force(frame)
+    _VERDICTS.clear()
+    alone = [validate_frame(frame, _checks()) for frame in frames]
+    assert [r.failed_checks for r in reports] == [r.failed_checks for r in alone]
+    assert [r.failed_checks for r in reports][0] == [] and reports[1].failed_checks == ["value:range"]
+
+
+def test_a_row_condition_keeps_the_rows_pandas_eval_keeps():
+    from driftloop.ingest.validation import _condition_mask
+
+    frame = _frame(np.random.default_rng(5), 50)
+    assert (_condition_mask(frame, "served == True") == frame.eval("served == True").to_numpy(dtype=bool)).all()
+    assert (_condition_mask(frame, "value > 0") == (frame["value"] > 0).to_numpy()).all()
