@@ -25,11 +25,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from driftloop.core.spec import FeatureType
 from driftloop.serve.events import EventLogger
 
 CONTROL = "control"
 CHALLENGER = "challenger"
 _HASH_SCALE = float(1 << 64)
+
+
+_PLAIN = (str, int, float)  # bool is an int
+
+
+def _typed_row(features: Mapping[str, Any], numeric: Mapping[str, bool]) -> dict[str, Any] | None:
+    """One request's features as ``typed_features`` types a one-row frame of them, without pandas: every
+    feature of the spec in order (a missing one None), numbers as float (NaN when missing), the others as
+    given (None when missing or NaN). None when a value is of a type whose pandas typing this does not
+    reproduce (numpy scalars, timestamps, a string given for a number): the caller then uses pandas."""
+    typed: dict[str, Any] = {}
+    for name, is_numeric in numeric.items():
+        value = features.get(name)
+        if value is None:
+            typed[name] = float("nan") if is_numeric else None
+        elif type(value) not in (*_PLAIN, bool) or (is_numeric and isinstance(value, str)):
+            return None
+        elif is_numeric:
+            typed[name] = float(value)
+        else:
+            typed[name] = None if value != value else value  # NaN
+    return typed
 
 
 def _error_text(exc: BaseException, limit: int = 500) -> str:
@@ -114,6 +137,8 @@ class Router:
         self._models: dict[str, Any] = dict(models or {})
         self._classes = [str(c) for c in self.spec.classes]
         self._features = [f.name for f in self.spec.features]
+        # feature name -> numeric?, in the spec's order (the model input's columns)
+        self._numeric = {f.name: f.type is FeatureType.numeric for f in self.spec.features}
         self.logger = logger or EventLogger(default_landing(landing_root), model_name)
 
     # ------------------------------------------------------------------ allocation
@@ -163,9 +188,28 @@ class Router:
         prediction_id: str | None = None,
         request_ts: datetime | None = None,
     ) -> dict[str, Any]:
-        """Serve one request; returns the logged prediction event (prediction, scores, variant, ...)."""
-        return self.predict_batch([features], unit_ids=[unit_id], segments=[segment],
-                                  prediction_ids=[prediction_id], request_ts=[request_ts])[0]  # fmt: skip
+        """Serve one request; returns the logged prediction event (prediction, scores, variant, ...).
+        Logs exactly what ``predict_batch([features], ...)`` would, without pandas' per-column work
+        (the typed one-row input is built directly) unless a value is of a type only pandas can type."""
+        typed = _typed_row(features, self._numeric) if isinstance(features, Mapping) else None
+        if typed is None:
+            return self.predict_batch([features], unit_ids=[unit_id], segments=[segment],
+                                      prediction_ids=[prediction_id], request_ts=[request_ts])[0]  # fmt: skip
+        import numpy as np
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {name: np.array([value], dtype=np.float64 if numeric else object)
+             for (name, numeric), value in zip(self._numeric.items(), typed.values(), strict=True)}  # fmt: skip
+        )
+        variant, version, experiment_id = self.route(unit_id)
+        outputs, errors, latencies = self._serve_arm(version, frame)
+        values = {name: (None if value != value else value) if self._numeric[name] else value
+                  for name, value in typed.items()}  # fmt: skip
+        event = self._event(values, unit_id, segment, prediction_id, request_ts, variant, version, experiment_id,
+                            latencies[0], outputs[0], errors[0])  # fmt: skip
+        self.logger.write(event)
+        return event
 
     def predict_batch(
         self,
@@ -197,22 +241,9 @@ class Router:
         latencies = [0.0] * n
         for version in dict.fromkeys(route[1] for route in routes):
             rows = [i for i, route in enumerate(routes) if route[1] == version]
-            started = time.perf_counter()
-            try:
-                inputs = frame.iloc[rows].reset_index(drop=True)
-                output = self.model(version).predict(inputs if self.transform is None else self.transform(version, inputs))
-                records = output.to_dict("records") if hasattr(output, "to_dict") else list(output)
-            except Exception as exc:  # a failed model call is logged as failed requests (the error rate)
-                records, message = [None] * len(rows), _error_text(exc)
-                for i in rows:
-                    errors[i] = message
-            per_row = (time.perf_counter() - started) * 1000.0 / max(len(rows), 1)
-            for i, record in zip(rows, records, strict=True):
-                outputs[i] = record
-                latencies[i] = per_row if self.latency is None else float(self.latency(version))
-                failed = self.failure(version) if self.failure is not None else None
-                if failed is not None and errors[i] is None:
-                    outputs[i], errors[i] = None, str(failed)[:500]
+            for i, output, error, latency in zip(rows, *self._serve_arm(version, frame.iloc[rows].reset_index(drop=True)),
+                                                 strict=True):  # fmt: skip
+                outputs[i], errors[i], latencies[i] = output, error, latency
         values = frame.astype(object).where(frame.notna(), None).to_dict("records")
         events = []
         for i, (variant, version, experiment_id) in enumerate(routes):
@@ -221,6 +252,30 @@ class Router:
             self.logger.write(event)
             events.append(event)
         return events
+
+    def _serve_arm(self, version: str, inputs) -> tuple[list[Any], list[str | None], list[float]]:
+        """One model call for the rows of one arm (``inputs``, typed): per row its output record, its error
+        (a failed call fails all its rows; the ``failure`` hook fails single rows) and its latency (the
+        call's time shared out, or the ``latency`` hook's)."""
+        n = len(inputs)
+        errors: list[str | None] = [None] * n
+        started = time.perf_counter()
+        try:
+            output = self.model(version).predict(inputs if self.transform is None else self.transform(version, inputs))
+            records = output.to_dict("records") if hasattr(output, "to_dict") else list(output)
+        except Exception as exc:  # a failed model call is logged as failed requests (the error rate)
+            records, errors = [None] * n, [_error_text(exc)] * n
+        per_row = (time.perf_counter() - started) * 1000.0 / max(n, 1)
+        if len(records) != n:
+            raise ValueError(f"{self.model_name} version {version}: the model returned {len(records)} rows for {n}")
+        latencies = [per_row] * n
+        for i in range(n):  # the hooks in row order, latency before failure (seeded simulations rely on it)
+            if self.latency is not None:
+                latencies[i] = float(self.latency(version))
+            failed = self.failure(version) if self.failure is not None else None
+            if failed is not None and errors[i] is None:
+                records[i], errors[i] = None, str(failed)[:500]
+        return records, errors, latencies
 
     def _model_input(self, frame):
         """The batch as the models' signature types it (driftloop.learn.pyfunc.typed_features), indexed 0..n-1."""

@@ -187,6 +187,39 @@ def test_a_batch_is_routed_per_unit_predicted_once_per_arm_and_logged_like_singl
     single.close()
 
 
+def test_a_single_request_is_typed_logged_and_served_exactly_as_a_batch_of_one(tmp_path):
+    # predict() builds the one-row input without pandas' per-column typing: every kind of value a caller
+    # may send must reach the model in the same dtypes and be logged the same as through predict_batch
+    odd = [
+        {},  # every feature missing
+        dict(FEATURES, tenure_months=None, contract_type=None, has_partner=None),
+        dict(FEATURES, tenure_months=float("nan"), plan=float("nan"), monthly_charges=float("inf")),
+        dict(FEATURES, tenure_months=True, sessions_7d=7, support_tickets_30d=2**70, has_partner=False),
+        dict(FEATURES, contract_type=3, plan=2.5, payment_method=True, extra_field="ignored"),
+        dict(FEATURES, tenure_months="12", sessions_7d=np.int64(4), has_partner=np.bool_(True)),  # pandas' typing
+        dict(FEATURES, tenure_months="not a number", contract_type=pd.NA),
+    ]
+    seen: dict[str, list[pd.DataFrame]] = {"single": [], "batch": []}
+
+    def router(kind):
+        return serving.Router("churn", allocation=serving.Allocation("1"), landing_root=tmp_path / kind,
+                              models={"1": ConstantModel(0.3)}, latency=lambda version: 5.0,
+                              transform=lambda version, frame: seen[kind].append(frame) or frame)  # fmt: skip
+
+    single, batch = router("single"), router("batch")
+    for k, features in enumerate(odd):
+        options = {"unit_id": f"u-{k}", "segment": "eu", "prediction_id": f"p-{k}", "request_ts": NOW}
+        alone = single.predict(features, **options)
+        together = batch.predict_batch([features], unit_ids=[f"u-{k}"], segments=["eu"], prediction_ids=[f"p-{k}"],
+                                       request_ts=[NOW])[0]  # fmt: skip
+        assert alone == together, features
+        pd.testing.assert_frame_equal(seen["single"][k], seen["batch"][k])
+    assert alone["features"]["tenure_months"] is None and alone["features"]["contract_type"] is None
+    assert seen["single"][3]["support_tickets_30d"].tolist() == [float(2**70)]
+    single.close()
+    batch.close()
+
+
 def test_one_running_experiment_per_model_is_enforced_by_the_database(warehouse_url):
     set_allocation(warehouse_url, "1", "2", 0.1, "exp-a")
     with pytest.raises(psycopg.errors.UniqueViolation):
