@@ -51,3 +51,65 @@
 {% macro stable_avg(value) -%}
     avg({{ value }} order by {{ value }})
 {%- endmacro %}
+
+{#- Exact, order-independent sums and means of bounded values (probabilities, per-prediction log loss
+    and Brier terms: |value| < 8192): each value is rounded to a multiple of 2^-50 (an absolute error
+    below 4.5e-16, under the rounding of a float64 near 1) and summed as an integer, exactly. The
+    result is the same whatever order a plan reads the rows, like stable_sum(), but without ordering
+    them: Postgres can hash the groups instead of sorting every row of every window (an aggregate with
+    ORDER BY forces a sort). A value of 8192 or more fails the build ("bigint out of range"), never
+    a silent overflow. `filter` is an aggregate FILTER condition applied to the values counted. -#}
+{% macro fixed_point_scale() -%}
+    1125899906842624
+{%- endmacro %}
+
+{% macro fixed_point_sum(value, filter=none) -%}
+    sum(cast(round(cast({{ value }} as double precision) * {{ fixed_point_scale() }}) as bigint))
+    {%- if filter %} filter (where {{ filter }}){% endif %}
+{%- endmacro %}
+
+{#- The fixed-point sum as a float64 (the exact integer sum rounded once, then scaled: exact). -#}
+{% macro exact_sum(value, filter=none) -%}
+    (cast({{ fixed_point_sum(value, filter) }} as double precision) / {{ fixed_point_scale() }})
+{%- endmacro %}
+
+{% macro exact_avg(value, filter=none) -%}
+    ({{ exact_sum(value, filter) }}
+        / nullif(count({{ value }}){% if filter %} filter (where {{ filter }}){% endif %}, 0))
+{%- endmacro %}
+
+{#- A pre-hook of the windowed quality marts. Postgres estimates the windowed rows (each prediction
+    once per window size and segment slice, through jsonb_array_elements_text, counted as 100 rows a
+    call) some 50 times too high and their groups (model, version, variant, segment, window) about a
+    thousand times: it then sorts every windowed row to group them, several times per mart, where
+    hashing a few hundred groups per day is what the data needs. Sorting stays where a result needs
+    an order (ranks, percentiles); only the plan choice changes. -#}
+{% macro prefer_hash_aggregation() -%}
+    set local enable_sort = off
+{%- endmacro %}
+
+{#- One text value standing for several text columns, to partition or sort a large set of rows by: equal
+    exactly when every column is equal (each value is written with its length, NULL as '~', so no
+    two different tuples give the same text), compared bytewise (collation "C"). Sorting rows by one
+    such value is several times faster than by the columns themselves, which Postgres compares one by
+    one (with the database's collation) for every pair of rows that tie on the first. -#}
+{% macro compact_key(columns) -%}
+    cast(
+        {%- for column in columns %}
+        coalesce(length({{ column }}) || ':' || {{ column }}, '~'){{ " ||" if not loop.last }}
+        {%- endfor %}
+        as text
+    ) collate "C"
+{%- endmacro %}
+
+{#- A prediction's truth from its feedback rows (`relation`, grouped to one prediction): the latest
+    label wins (a later feedback_ts is a correction), with how many labels it had, when the first
+    and the last came, and when the last was loaded. -#}
+{% macro latest_labels(relation) -%}
+    (array_agg({{ relation }}.label order by {{ relation }}.feedback_ts desc))[1] as label,
+    (array_agg({{ relation }}.outcome order by {{ relation }}.feedback_ts desc))[1] as outcome,
+    count(*) as n_labels,
+    min({{ relation }}.feedback_ts) as first_label_ts,
+    max({{ relation }}.feedback_ts) as label_ts,
+    max({{ relation }}.loaded_at) as feedback_loaded_at
+{%- endmacro %}

@@ -44,6 +44,30 @@ auc_expected (case_name, expected) as (
         ('auc: one class only', null)
 ),
 
+-- exact_avg / exact_sum: numpy.mean / sum of the same values (float64), with and without a filter,
+-- a clipped log loss (36.04) among them, and a value of 1e-9 (below the old ordered sum's noise)
+exact_values (case_name, value, is_kept) as (
+    values
+        ('exact: probabilities', 0.1::double precision, true), ('exact: probabilities', 0.2, true),
+        ('exact: probabilities', 0.3, true), ('exact: probabilities', 0.7, false),
+        ('exact: log loss terms', 36.04365338911715, true), ('exact: log loss terms', 0.6931471805599453, true),
+        ('exact: log loss terms', 1e-9, true), ('exact: log loss terms', null, true)
+),
+
+exact_cases (case_name, actual, expected) as (
+    select case_name || ': mean', {{ exact_avg('value') }}, avg(value)
+    from exact_values group by case_name
+    union all
+    select case_name || ': mean of the kept', {{ exact_avg('value', filter='is_kept') }}, avg(value) filter (where is_kept)
+    from exact_values group by case_name
+    union all
+    select case_name || ': sum', {{ exact_sum('value') }}, sum(value)
+    from exact_values group by case_name
+    union all
+    select 'exact: no values is NULL', {{ exact_avg('value', filter='false') }}, null::double precision
+    from exact_values
+),
+
 scalar_cases (case_name, actual, expected) as (
     values
         ('safe_divide: 1 / 4', {{ safe_divide('1', '4') }}, 0.25::double precision),
@@ -55,6 +79,11 @@ scalar_cases (case_name, actual, expected) as (
         ('log_loss_term: p = 0.5', {{ log_loss_term('0.5') }}, ln(2::double precision)),
         ('log_loss_term: p = 0 is clipped to eps', {{ log_loss_term('0') }}, 36.04365338911715),
         ('log_loss_term: p = 1 is clipped to 1 - eps', {{ log_loss_term('1') }}, 2.220446049250313e-16),
+        -- compact_key: equal only for equal tuples (1 = equal)
+        ('compact_key: (ab, empty) vs (a, b)', case when {{ compact_key(["'ab'", "''"]) }} = {{ compact_key(["'a'", "'b'"]) }} then 1 else 0 end, 0),
+        ('compact_key: NULL vs empty', case when {{ compact_key(["null::text", "'x'"]) }} = {{ compact_key(["''", "'x'"]) }} then 1 else 0 end, 0),
+        ('compact_key: 1:a vs a digit in a value', case when {{ compact_key(["'1:a'"]) }} = {{ compact_key(["'1'", "'a'"]) }} then 1 else 0 end, 0),
+        ('compact_key: equal tuples', case when {{ compact_key(["'é'", "null::text"]) }} = {{ compact_key(["'é'", "null::text"]) }} then 1 else 0 end, 1),
         ('ece_bin: 0', {{ ece_bin('0') }}, 0),
         ('ece_bin: 0.0999', {{ ece_bin('0.0999') }}, 0),
         ('ece_bin: 0.1', {{ ece_bin('0.1') }}, 1),
@@ -71,6 +100,8 @@ all_cases as (
         on auc_cases.case_name = auc_expected.case_name
     union all
     select case_name, actual, expected from scalar_cases
+    union all
+    select case_name, actual, expected from exact_cases
 )
 
 select *

@@ -1,5 +1,5 @@
 -- depends_on: {{ ref('int_labeled_predictions') }}
-{{ config(post_hook=["{{ mart_watermark_hook() }}"]) }}
+{{ config(pre_hook=["{{ prefer_hash_aggregation() }}"], post_hook=["{{ mart_watermark_hook() }}"]) }}
 {%- set as_of = as_of_timestamp(var('as_of', none)) %}
 {%- set incremental = is_incremental() %}
 {%- set grain = ['model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start'] %}

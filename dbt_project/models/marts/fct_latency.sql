@@ -1,5 +1,5 @@
 -- depends_on: {{ ref('int_labeled_predictions') }}, {{ ref('stg_ops__model_specs') }}
-{{ config(post_hook=["{{ mart_watermark_hook() }}"]) }}
+{{ config(pre_hook=["{{ prefer_hash_aggregation() }}"], post_hook=["{{ mart_watermark_hook() }}"]) }}
 {%- set as_of = as_of_timestamp(var('as_of', none)) %}
 {%- set incremental = is_incremental() %}
 {%- set grain = ['model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start'] %}
@@ -17,7 +17,11 @@ with
 
 window_latency as (
     select
-        {{ grain | join(', ') }},
+        -- grouped by one compact value for the text columns of the window key (see compact_key()): the
+        -- sort the percentiles need compares two values per row pair, not six; min() reads them back
+        {% for column in grain if column != 'window_start' %}min({{ column }}) as {{ column }},
+        {% endfor -%}
+        window_start,
         min(window_end) as window_end,
         count(*) as n_predictions,
         count(*) filter (where is_failed) as n_failed,
@@ -28,7 +32,7 @@ window_latency as (
         {{ stable_avg('latency_ms') }} as latency_mean_ms,
         max(prediction_loaded_at) as source_loaded_at
     from window_predictions
-    group by {{ grain | join(', ') }}
+    group by window_start, {{ compact_key(['model_name', 'model_version', 'variant', 'segment', 'window_size']) }}
 ),
 
 final as (

@@ -1,5 +1,5 @@
 -- depends_on: {{ ref('int_labeled_predictions') }}
-{{ config(post_hook=["{{ mart_watermark_hook() }}"]) }}
+{{ config(pre_hook=["{{ prefer_hash_aggregation() }}"], post_hook=["{{ mart_watermark_hook() }}"]) }}
 {%- set as_of = as_of_timestamp(var('as_of', none)) %}
 {%- set incremental = is_incremental() %}
 {%- set grain = ['model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start'] %}
@@ -31,13 +31,13 @@ window_counts as (
         count(*) filter (where not is_failed) as n_scored,
         count(*) filter (where not is_failed and is_labelled) as n_labelled,
         count(*) filter (where is_correct) as n_correct,
-        {{ stable_avg('log_loss') }} as log_loss,
-        {{ stable_avg('brier') }} as brier,
+        {{ exact_avg('log_loss') }} as log_loss,
+        {{ exact_avg('brier') }} as brier,
         -- is_predicted_positive is NULL for failed requests and multiclass models
         {{ safe_divide('count(*) filter (where is_predicted_positive)', 'count(is_predicted_positive)') }}
             as positive_rate,
-        {{ stable_avg('positive_score') }} filter (where not is_failed) as mean_score,
-        {{ stable_avg('top_score') }} filter (where not is_failed) as mean_confidence,
+        {{ exact_avg('positive_score', filter='not is_failed') }} as mean_score,
+        {{ exact_avg('top_score', filter='not is_failed') }} as mean_confidence,
         max(loaded_at) as source_loaded_at
     from window_predictions
     group by {{ grain | join(', ') }}
@@ -100,6 +100,11 @@ auc_inputs as (
         {% for column in grain %}evaluated.{{ column }},{% endfor %}
         listed.class_name,
         evaluated.label = listed.class_name as is_actual,
+        -- the ranking's partition (the window and the class) in one sortable value: see compact_key()
+        {{ compact_key(
+            ['evaluated.model_name', 'evaluated.model_version', 'evaluated.variant', 'evaluated.segment',
+             'evaluated.window_size', 'listed.class_name']
+        ) }} as rank_key,
         case
             when evaluated.is_binary then evaluated.positive_score
             else cast(evaluated.scores ->> listed.class_name as double precision)
@@ -112,21 +117,25 @@ auc_inputs as (
 auc_ranked as (
     select
         auc_inputs.*,
-        {{ average_rank('class_score', grain + ['class_name']) }} as score_rank
+        {{ average_rank('class_score', ['window_start', 'rank_key']) }} as score_rank
     from auc_inputs
 ),
 
 class_auc as (
     select
-        {{ grain | join(', ') }},
-        class_name,
+        -- every row of a (window_start, rank_key) group has the same window and class: min() reads them
+        -- back without sorting the rows by each column again
+        {% for column in grain + ['class_name'] if column != 'window_start' %}min({{ column }}) as {{ column }},
+        {% endfor -%}
+        window_start,
         {{ auc_from_rank_sum(
             'sum(score_rank) filter (where is_actual)',
             'count(*) filter (where is_actual)',
             'count(*) filter (where not is_actual)'
         ) }} as roc_auc
     from auc_ranked
-    group by {{ grain | join(', ') }}, class_name
+    -- the ranking's partition, in the order auc_ranked comes in: no second sort
+    group by window_start, rank_key
 ),
 
 window_auc as (
@@ -143,7 +152,7 @@ calibration_bins as (
         {{ grain | join(', ') }},
         {{ ece_bin('top_score', 10) }} as calibration_bin,
         count(*) as n_in_bin,
-        {{ stable_sum('top_score') }} as confidence_sum,
+        {{ fixed_point_sum('top_score') }} as confidence_sum_fixed,
         count(*) filter (where is_top_correct) as n_top_correct
     from evaluated
     group by {{ grain | join(', ') }}, calibration_bin
@@ -152,7 +161,12 @@ calibration_bins as (
 window_calibration as (
     select
         {{ grain | join(', ') }},
-        {{ safe_divide(stable_sum('abs(n_top_correct - confidence_sum)'), 'sum(n_in_bin)') }} as ece
+        -- |correct - confidence| per bin, summed exactly (numeric) from the bins' fixed-point sums
+        {{ safe_divide(
+            'cast(sum(abs(cast(n_top_correct as numeric) * ' ~ fixed_point_scale() ~ ' - confidence_sum_fixed)) as double precision) / '
+            ~ fixed_point_scale(),
+            'sum(n_in_bin)'
+        ) }} as ece
     from calibration_bins
     group by {{ grain | join(', ') }}
 ),
