@@ -146,3 +146,95 @@ window_predictions as (
     {{ in_changed_windows('windowed', incremental) }}
 ),
 {% endmacro %}
+
+{#- The CTEs of a mart that needs only counts per window: `model_specs`, `changed_windows` (incremental
+    builds, see changed_windows()), `hourly` and `window_counts`.
+      * `hourly`: int_labeled_predictions grouped by model, version, variant, segment, UTC hour and the
+        `keys` (its columns), with one count per entry of `counts` (name -> the rows it counts) and
+        the hour's latest loaded_at (source_loaded_at). Incremental builds read only the predictions
+        inside a window to recompute.
+      * `window_counts`: those hourly rows spread over the windows int_labeled_predictions_windowed
+        puts their predictions in (each of the row's window sizes, its own segment ('(none)' when it
+        has none) and '(all)'), keyed like it (model_name ... window_start, window_end); in
+        incremental builds only the windows to recompute.
+    Counts add up over hours: a window's counts are the sums of its hours', so the mart groups a
+    few rows per hour instead of every prediction once per window size and segment slice. Followed
+    by a comma, so the mart's own CTEs come next. -#}
+{% macro hourly_counts_ctes(keys, counts, as_of, incremental, with_feedback, with_maturity) %}
+model_specs as (
+    select * from {{ ref('stg_ops__model_specs') }}
+),
+
+{% if incremental %}
+changed_windows as (
+    {{ changed_windows(as_of, with_feedback=with_feedback, with_maturity=with_maturity) }}
+),
+{% endif %}
+
+hourly as (
+    select
+        labeled.model_name,
+        labeled.model_version,
+        labeled.variant,
+        labeled.segment,
+        labeled.window_sizes,
+        {{ window_start('labeled.request_ts', "'hour'") }} as hour_start,
+        {%- for key in keys %}
+        labeled.{{ key }},
+        {%- endfor %}
+        {%- for name, condition in counts.items() %}
+        count(*) filter (where {{ condition }}) as {{ name }},
+        {%- endfor %}
+        max(labeled.loaded_at) as source_loaded_at
+    from {{ ref('int_labeled_predictions') }} as labeled
+    {%- if incremental %}
+    where
+        -- bounds Postgres can use (index on request_ts, partition pruning), then the windows' own
+        labeled.request_ts >= (select min(changed_windows.window_start) from changed_windows)
+        and labeled.request_ts < (select max(changed_windows.window_end) from changed_windows)
+        and exists (
+            select 1
+            from changed_windows
+            where
+                changed_windows.model_name = labeled.model_name
+                and labeled.request_ts >= changed_windows.window_start
+                and labeled.request_ts < changed_windows.window_end
+        )
+    {%- endif %}
+    group by
+        labeled.model_name, labeled.model_version, labeled.variant, labeled.segment, labeled.window_sizes,
+        hour_start{% for key in keys %}, labeled.{{ key }}{% endfor %}
+),
+
+window_counts as (
+    select
+        hourly.model_name,
+        hourly.model_version,
+        hourly.variant,
+        slices.segment,
+        window_sizes.window_size,
+        {{ window_start('hourly.hour_start', 'window_sizes.window_size') }} as window_start,
+        {{ window_end(window_start('hourly.hour_start', 'window_sizes.window_size'), 'window_sizes.window_size') }}
+            as window_end,
+        {%- for key in keys %}
+        hourly.{{ key }},
+        {%- endfor %}
+        {%- for name in counts %}
+        hourly.{{ name }},
+        {%- endfor %}
+        hourly.source_loaded_at
+    from hourly
+    cross join lateral jsonb_array_elements_text(hourly.window_sizes) as window_sizes (window_size)
+    cross join lateral {{ segment_slices('hourly.segment') }} as slices (segment)
+    {%- if incremental %}
+    where exists (
+        select 1
+        from changed_windows
+        where
+            changed_windows.model_name = hourly.model_name
+            and changed_windows.window_size = window_sizes.window_size
+            and changed_windows.window_start = {{ window_start('hourly.hour_start', 'window_sizes.window_size') }}
+    )
+    {%- endif %}
+),
+{% endmacro %}

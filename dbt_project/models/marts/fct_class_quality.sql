@@ -6,11 +6,10 @@
 
 with
 
-{{ window_predictions_ctes(
-    [
-        'model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start',
-        'window_end', 'is_failed', 'is_labelled', 'classes', 'predicted_class', 'label', 'loaded_at'
-    ],
+-- counts per hour, summed over each window's hours (see hourly_counts_ctes())
+{{ hourly_counts_ctes(
+    ['classes', 'label', 'predicted_class'],
+    {'n_evaluated': 'not labeled.is_failed and labeled.is_labelled'},
     as_of, incremental, with_feedback=true, with_maturity=false
 ) }}
 
@@ -18,8 +17,8 @@ windows as (
     select
         {{ grain | join(', ') }},
         min(window_end) as window_end,
-        max(loaded_at) as source_loaded_at
-    from window_predictions
+        max(source_loaded_at) as source_loaded_at
+    from window_counts
     group by {{ grain | join(', ') }}
 ),
 
@@ -41,14 +40,16 @@ class_counts as (
     select
         {% for column in grain %}evaluated.{{ column }},{% endfor %}
         listed.class_name,
-        count(*) filter (
+        -- (sums of counts, as the counts' type: bigint)
+        cast(sum(evaluated.n_evaluated) filter (
             where evaluated.predicted_class = listed.class_name and evaluated.label = listed.class_name
-        ) as n_true_positive,
-        count(*) filter (where evaluated.predicted_class = listed.class_name) as n_predicted,
-        count(*) filter (where evaluated.label = listed.class_name) as n_actual
-    from window_predictions as evaluated
+        ) as bigint) as n_true_positive,
+        cast(sum(evaluated.n_evaluated) filter (where evaluated.predicted_class = listed.class_name) as bigint)
+            as n_predicted,
+        cast(sum(evaluated.n_evaluated) filter (where evaluated.label = listed.class_name) as bigint) as n_actual
+    from window_counts as evaluated
     cross join lateral jsonb_array_elements_text(evaluated.classes) as listed (class_name)
-    where not evaluated.is_failed and evaluated.is_labelled
+    where evaluated.n_evaluated > 0
     group by {% for column in grain %}evaluated.{{ column }}, {% endfor %}listed.class_name
 ),
 

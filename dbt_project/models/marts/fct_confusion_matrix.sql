@@ -6,11 +6,10 @@
 
 with
 
-{{ window_predictions_ctes(
-    [
-        'model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start',
-        'window_end', 'is_failed', 'is_labelled', 'predicted_class', 'label', 'loaded_at'
-    ],
+-- counts per hour, summed over each window's hours (see hourly_counts_ctes())
+{{ hourly_counts_ctes(
+    ['label', 'predicted_class'],
+    {'n_evaluated': 'not labeled.is_failed and labeled.is_labelled'},
     as_of, incremental, with_feedback=true, with_maturity=false
 ) }}
 
@@ -18,8 +17,8 @@ windows as (
     select
         {{ grain | join(', ') }},
         min(window_end) as window_end,
-        max(loaded_at) as source_loaded_at
-    from window_predictions
+        max(source_loaded_at) as source_loaded_at
+    from window_counts
     group by {{ grain | join(', ') }}
 ),
 
@@ -41,9 +40,9 @@ counts as (
         {{ grain | join(', ') }},
         label as actual_class,
         predicted_class,
-        count(*) as n_predictions
-    from window_predictions
-    where not is_failed and is_labelled
+        cast(sum(n_evaluated) as bigint) as n_predictions  -- (as the counts' type)
+    from window_counts
+    where n_evaluated > 0
     group by {{ grain | join(', ') }}, label, predicted_class
 ),
 
