@@ -147,20 +147,24 @@ window_predictions as (
 ),
 {% endmacro %}
 
-{#- The CTEs of a mart that needs only counts per window: `model_specs`, `changed_windows` (incremental
-    builds, see changed_windows()), `hourly` and `window_counts`.
-      * `hourly`: int_labeled_predictions grouped by model, version, variant, segment, UTC hour and the
-        `keys` (its columns), with one count per entry of `counts` (name -> the rows it counts) and
-        the hour's latest loaded_at (source_loaded_at). Incremental builds read only the predictions
-        inside a window to recompute.
+{#- The CTEs of a mart whose measures add up over hours (counts, exact fixed-point sums):
+    `model_specs` and `changed_windows` (incremental builds, see changed_windows()) unless
+    `with_shared_ctes` is false (the mart defines them, e.g. with window_predictions_ctes()), then
+    `hourly` and `window_counts`.
+      * `hourly`: int_labeled_predictions (as `labeled`) grouped by model, version, variant, segment,
+        UTC hour and the `keys` (name -> an expression of `labeled`), with the `measures` (name -> an
+        aggregate of `labeled` that adds up over hours) and the hour's latest loaded_at
+        (source_loaded_at). Incremental builds read only the predictions inside a window to
+        recompute.
       * `window_counts`: those hourly rows spread over the windows int_labeled_predictions_windowed
         puts their predictions in (each of the row's window sizes, its own segment ('(none)' when it
         has none) and '(all)'), keyed like it (model_name ... window_start, window_end); in
         incremental builds only the windows to recompute.
-    Counts add up over hours: a window's counts are the sums of its hours', so the mart groups a
-    few rows per hour instead of every prediction once per window size and segment slice. Followed
-    by a comma, so the mart's own CTEs come next. -#}
-{% macro hourly_counts_ctes(keys, counts, as_of, incremental, with_feedback, with_maturity) %}
+    A window's measures are the sums of its hours', so the mart groups a few rows per hour instead
+    of every prediction once per window size and segment slice. Followed by a comma, so the mart's
+    own CTEs come next. -#}
+{% macro hourly_counts_ctes(keys, measures, as_of, incremental, with_feedback, with_maturity, with_shared_ctes=true) %}
+{% if with_shared_ctes %}
 model_specs as (
     select * from {{ ref('stg_ops__model_specs') }}
 ),
@@ -169,6 +173,7 @@ model_specs as (
 changed_windows as (
     {{ changed_windows(as_of, with_feedback=with_feedback, with_maturity=with_maturity) }}
 ),
+{% endif %}
 {% endif %}
 
 hourly as (
@@ -179,11 +184,11 @@ hourly as (
         labeled.segment,
         labeled.window_sizes,
         {{ window_start('labeled.request_ts', "'hour'") }} as hour_start,
-        {%- for key in keys %}
-        labeled.{{ key }},
+        {%- for name, expression in keys.items() %}
+        {{ expression }} as {{ name }},
         {%- endfor %}
-        {%- for name, condition in counts.items() %}
-        count(*) filter (where {{ condition }}) as {{ name }},
+        {%- for name, aggregate in measures.items() %}
+        {{ aggregate }} as {{ name }},
         {%- endfor %}
         max(labeled.loaded_at) as source_loaded_at
     from {{ ref('int_labeled_predictions') }} as labeled
@@ -203,7 +208,7 @@ hourly as (
     {%- endif %}
     group by
         labeled.model_name, labeled.model_version, labeled.variant, labeled.segment, labeled.window_sizes,
-        hour_start{% for key in keys %}, labeled.{{ key }}{% endfor %}
+        {{ window_start('labeled.request_ts', "'hour'") }}{% for expression in keys.values() %}, {{ expression }}{% endfor %}
 ),
 
 window_counts as (
@@ -216,10 +221,10 @@ window_counts as (
         {{ window_start('hourly.hour_start', 'window_sizes.window_size') }} as window_start,
         {{ window_end(window_start('hourly.hour_start', 'window_sizes.window_size'), 'window_sizes.window_size') }}
             as window_end,
-        {%- for key in keys %}
-        hourly.{{ key }},
+        {%- for name in keys %}
+        hourly.{{ name }},
         {%- endfor %}
-        {%- for name in counts %}
+        {%- for name in measures %}
         hourly.{{ name }},
         {%- endfor %}
         hourly.source_loaded_at

@@ -113,3 +113,10 @@
     max({{ relation }}.feedback_ts) as label_ts,
     max({{ relation }}.loaded_at) as feedback_loaded_at
 {%- endmacro %}
+
+{#- The mean from fixed-point sums (fixed_point_sum()) and counts added up over parts (hours): the same
+    float64 as exact_avg() over the parts' rows. -#}
+{% macro fixed_point_mean(fixed_point_sums, counts) -%}
+    (cast(sum({{ fixed_point_sums }}) as double precision) / {{ fixed_point_scale() }}
+        / nullif(cast(sum({{ counts }}) as bigint), 0))
+{%- endmacro %}

@@ -8,8 +8,8 @@ with
 
 -- counts per hour, summed over each window's hours (see hourly_counts_ctes())
 {{ hourly_counts_ctes(
-    ['classes', 'label', 'predicted_class'],
-    {'n_evaluated': 'not labeled.is_failed and labeled.is_labelled'},
+    {'classes': 'labeled.classes', 'label': 'labeled.label', 'predicted_class': 'labeled.predicted_class'},
+    {'n_evaluated': 'count(*) filter (where not labeled.is_failed and labeled.is_labelled)'},
     as_of, incremental, with_feedback=true, with_maturity=false
 ) }}
 

@@ -6,14 +6,43 @@
 
 with
 
+-- the rows themselves, for the ranks of the AUC (the only measure that does not add up over hours)
 {{ window_predictions_ctes(
     [
         'model_name', 'model_version', 'variant', 'segment', 'window_size', 'window_start',
-        'window_end', 'is_failed', 'is_labelled', 'is_binary', 'positive_class', 'classes',
-        'predicted_class', 'scores', 'positive_score', 'top_score', 'label', 'is_correct',
-        'is_top_correct', 'is_predicted_positive', 'log_loss', 'brier', 'loaded_at'
+        'is_failed', 'is_labelled', 'is_binary', 'positive_class', 'classes', 'scores', 'positive_score', 'label'
     ],
     as_of, incremental, with_feedback=true, with_maturity=true
+) }}
+
+-- everything else per hour, summed over each window's hours (see hourly_counts_ctes()): counts and
+-- exact fixed-point sums add up
+{{ hourly_counts_ctes(
+    {
+        'classes': 'labeled.classes',
+        'label': 'labeled.label',
+        'predicted_class': 'labeled.predicted_class',
+        'is_evaluated': 'not labeled.is_failed and labeled.is_labelled',
+        'calibration_bin': ece_bin('labeled.top_score', 10),
+    },
+    {
+        'n_predictions': 'count(*)',
+        'n_failed': 'count(*) filter (where labeled.is_failed)',
+        'n_scored': 'count(*) filter (where not labeled.is_failed)',
+        'n_correct': 'count(*) filter (where labeled.is_correct)',
+        'log_loss_sum': fixed_point_sum('labeled.log_loss'),
+        'n_log_loss': 'count(labeled.log_loss)',
+        'brier_sum': fixed_point_sum('labeled.brier'),
+        'n_brier': 'count(labeled.brier)',
+        'n_predicted_positive': 'count(*) filter (where labeled.is_predicted_positive)',
+        'n_positive_known': 'count(labeled.is_predicted_positive)',
+        'score_sum': fixed_point_sum('labeled.positive_score', 'not labeled.is_failed'),
+        'n_score': 'count(labeled.positive_score) filter (where not labeled.is_failed)',
+        'confidence_sum': fixed_point_sum('labeled.top_score', 'not labeled.is_failed'),
+        'n_confidence': 'count(labeled.top_score) filter (where not labeled.is_failed)',
+        'n_top_correct': 'count(*) filter (where labeled.is_top_correct)',
+    },
+    as_of, incremental, with_feedback=true, with_maturity=true, with_shared_ctes=false
 ) }}
 
 -- quality counts only predictions that were served (no error) and have a label
@@ -22,24 +51,24 @@ evaluated as (
     where not is_failed and is_labelled
 ),
 
-window_counts as (
+window_totals as (
     select
         {{ grain | join(', ') }},
         min(window_end) as window_end,
-        count(*) as n_predictions,
-        count(*) filter (where is_failed) as n_failed,
-        count(*) filter (where not is_failed) as n_scored,
-        count(*) filter (where not is_failed and is_labelled) as n_labelled,
-        count(*) filter (where is_correct) as n_correct,
-        {{ exact_avg('log_loss') }} as log_loss,
-        {{ exact_avg('brier') }} as brier,
+        -- (sums of counts, as the counts' type: bigint)
+        cast(sum(n_predictions) as bigint) as n_predictions,
+        cast(sum(n_failed) as bigint) as n_failed,
+        cast(sum(n_scored) as bigint) as n_scored,
+        cast(coalesce(sum(n_predictions) filter (where is_evaluated), 0) as bigint) as n_labelled,
+        cast(sum(n_correct) as bigint) as n_correct,
+        {{ fixed_point_mean('log_loss_sum', 'n_log_loss') }} as log_loss,
+        {{ fixed_point_mean('brier_sum', 'n_brier') }} as brier,
         -- is_predicted_positive is NULL for failed requests and multiclass models
-        {{ safe_divide('count(*) filter (where is_predicted_positive)', 'count(is_predicted_positive)') }}
-            as positive_rate,
-        {{ exact_avg('positive_score', filter='not is_failed') }} as mean_score,
-        {{ exact_avg('top_score', filter='not is_failed') }} as mean_confidence,
-        max(loaded_at) as source_loaded_at
-    from window_predictions
+        {{ safe_divide('sum(n_predicted_positive)', 'sum(n_positive_known)') }} as positive_rate,
+        {{ fixed_point_mean('score_sum', 'n_score') }} as mean_score,
+        {{ fixed_point_mean('confidence_sum', 'n_confidence') }} as mean_confidence,
+        max(source_loaded_at) as source_loaded_at
+    from window_counts
     group by {{ grain | join(', ') }}
 ),
 
@@ -48,13 +77,16 @@ class_counts as (
     select
         {% for column in grain %}evaluated.{{ column }},{% endfor %}
         listed.class_name,
-        count(*) filter (
+        cast(coalesce(sum(evaluated.n_predictions) filter (
             where evaluated.predicted_class = listed.class_name and evaluated.label = listed.class_name
-        ) as n_true_positive,
-        count(*) filter (where evaluated.predicted_class = listed.class_name) as n_predicted,
-        count(*) filter (where evaluated.label = listed.class_name) as n_actual
-    from evaluated
+        ), 0) as bigint) as n_true_positive,
+        cast(coalesce(sum(evaluated.n_predictions) filter (where evaluated.predicted_class = listed.class_name), 0)
+            as bigint) as n_predicted,
+        cast(coalesce(sum(evaluated.n_predictions) filter (where evaluated.label = listed.class_name), 0)
+            as bigint) as n_actual
+    from window_counts as evaluated
     cross join lateral jsonb_array_elements_text(evaluated.classes) as listed (class_name)
+    where evaluated.is_evaluated
     group by {% for column in grain %}evaluated.{{ column }}, {% endfor %}listed.class_name
 ),
 
@@ -150,11 +182,12 @@ window_auc as (
 calibration_bins as (
     select
         {{ grain | join(', ') }},
-        {{ ece_bin('top_score', 10) }} as calibration_bin,
-        count(*) as n_in_bin,
-        {{ fixed_point_sum('top_score') }} as confidence_sum_fixed,
-        count(*) filter (where is_top_correct) as n_top_correct
-    from evaluated
+        calibration_bin,
+        sum(n_predictions) as n_in_bin,
+        sum(confidence_sum) as confidence_sum_fixed,
+        sum(n_top_correct) as n_top_correct
+    from window_counts
+    where is_evaluated
     group by {{ grain | join(', ') }}, calibration_bin
 ),
 
@@ -173,22 +206,22 @@ window_calibration as (
 
 joined as (
     select
-        window_counts.*,
+        window_totals.*,
         averaged_class_metrics.precision,
         averaged_class_metrics.recall,
         averaged_class_metrics.f1,
         window_auc.roc_auc,
         window_calibration.ece,
         model_specs.min_label_coverage,
-        window_counts.window_end + model_specs.expected_label_delay as matures_at
-    from window_counts
+        window_totals.window_end + model_specs.expected_label_delay as matures_at
+    from window_totals
     inner join model_specs
-        on window_counts.model_name = model_specs.model_name
+        on window_totals.model_name = model_specs.model_name
     {% for cte in ['averaged_class_metrics', 'window_auc', 'window_calibration'] %}
     left join {{ cte }}
         on
             {% for column in grain -%}
-            {{ cte }}.{{ column }} = window_counts.{{ column }}{% if not loop.last %} and {% endif %}
+            {{ cte }}.{{ column }} = window_totals.{{ column }}{% if not loop.last %} and {% endif %}
             {% endfor %}
     {% endfor %}
 ),
