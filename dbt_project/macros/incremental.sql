@@ -197,13 +197,13 @@ hourly as (
         -- bounds Postgres can use (index on request_ts, partition pruning), then the windows' own
         labeled.request_ts >= (select min(changed_windows.window_start) from changed_windows)
         and labeled.request_ts < (select max(changed_windows.window_end) from changed_windows)
-        and exists (
-            select 1
+        -- the hours of the windows to recompute: a hashed semi-join, not a scan of the windows per row
+        and (labeled.model_name, {{ window_start('labeled.request_ts', "'hour'") }}) in (
+            select changed_windows.model_name, hours.hour_start
             from changed_windows
-            where
-                changed_windows.model_name = labeled.model_name
-                and labeled.request_ts >= changed_windows.window_start
-                and labeled.request_ts < changed_windows.window_end
+            cross join lateral generate_series(
+                changed_windows.window_start, changed_windows.window_end - interval '1 hour', interval '1 hour'
+            ) as hours (hour_start)
         )
     {%- endif %}
     group by
