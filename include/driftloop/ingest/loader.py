@@ -16,7 +16,6 @@ a file whose bytes change after it was loaded is `changed` (appended lines are l
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
 import time
@@ -34,7 +33,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
+from psycopg.copy import QueuedLibpqWriter
 
 from driftloop.core import warehouse
 from driftloop.core.alerts import enqueue_alert
@@ -240,20 +239,54 @@ def _lookup(conn: psycopg.Connection, query: str, model_name: str, ids: list[str
     return rows
 
 
+# COPY text format: the server parses it faster than CSV with every value quoted (where each quote of a
+# JSON event is doubled); a backslash, newline, carriage return or tab in a value is escaped.
+_TEXT_ESCAPES = (("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
+_COPY_CHUNK_ROWS = 32_768
+
+
+def _value_bytes(array: pa.Array) -> memoryview:
+    """The bytes of a string array's values, end to end (no copy)."""
+    if len(array) == 0 or array.buffers()[2] is None:
+        return memoryview(b"")
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+    return memoryview(array.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
+
+
+def _text_values(column: pa.Array) -> pa.Array:
+    """A column's values as COPY text (null stays null)."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return pc.cast(column, pa.large_string())
+    column = column.cast(pa.large_string())
+    data = _value_bytes(column).tobytes()
+    for char, escaped in _TEXT_ESCAPES:
+        if char.encode() in data:
+            column = pc.replace_substring(column, char, escaped)
+    return column
+
+
+def _copy_text(table: pa.Table) -> memoryview:
+    """Rows of an Arrow table as COPY text: tab-separated values, \\N for null, one line a row."""
+    text = partial(pa.scalar, type=pa.large_string())
+    columns = [_text_values(column.combine_chunks()) for column in table.columns]
+    columns[-1] = pc.binary_join_element_wise(pc.fill_null(columns[-1], text("\\N")), text("\n"), text(""))
+    lines = pc.binary_join_element_wise(*columns, text("\t"), null_handling="replace", null_replacement="\\N")
+    return _value_bytes(lines)
+
+
 def _copy_arrow(conn: psycopg.Connection, table: str, arrow_table: pa.Table) -> None:
-    """COPY an Arrow table (column names = target columns) as CSV: the C++ writer does the formatting."""
+    """COPY an Arrow table (column names = target columns) in text format, formatted by Arrow's kernels."""
     if arrow_table.num_rows == 0:
         return
-    sink = io.BytesIO()
-    pa_csv.write_csv(arrow_table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
-    statement = psycopg.sql.SQL("copy {} ({}) from stdin with (format csv)").format(
+    statement = psycopg.sql.SQL("copy {} ({}) from stdin").format(
         psycopg.sql.SQL(".").join(map(psycopg.sql.Identifier, table.split("."))),
         psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, arrow_table.column_names)),
     )
-    view = sink.getbuffer()
-    with conn.cursor() as cursor, cursor.copy(statement) as copy:
-        for offset in range(0, len(view), 8 << 20):
-            copy.write(view[offset : offset + (8 << 20)])
+    # a writer thread sends each chunk while the next one is formatted (the server never waits for it)
+    with conn.cursor() as cursor, cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+        for start in range(0, arrow_table.num_rows, _COPY_CHUNK_ROWS):
+            copy.write(_copy_text(arrow_table.slice(start, _COPY_CHUNK_ROWS)))
 
 
 def _scores_json(scores: dict[str, pd.Series]) -> pa.Array:
@@ -346,23 +379,48 @@ def _load_predictions(loader: _FileLoader, file_id: int, batch: CheckedBatch,
     describe = lambda key: f"duplicate prediction_id {_short(key)}"  # noqa: E731
     _reject_repeats(ids, lines, candidate, rejected, lambda key, first: f"{describe(key)} (first seen at line {first} of this file)")
     candidate &= ~np.isin(lines, list(rejected))
-    loaded = {
-        prediction_id: f"{path} line {line}"
-        for prediction_id, path, line in _lookup(
-            conn,
-            """select k.prediction_id, f.path, k.line_number from raw.prediction_keys k
-               join raw.ingest_files f using (file_id) where k.model_name = %s and k.prediction_id = any(%s)""",
-            spec.name,
-            ids[candidate].tolist(),
-        )
-    }
-    _reject_loaded(ids, lines, candidate, rejected, loaded, describe)
     if not candidate.any():
         return 0, None, None
-    keep = pa.array(candidate)
+    table = _prediction_rows(spec, source, batch, parsed, file_id)
+    try:
+        # Optimistic: the keys' primary key refuses a prediction_id already loaded for the model (the
+        # model's lock is held), so when this COPY passes, none was and the lookup would find nothing.
+        with conn.transaction():
+            _copy_keys(conn, table, candidate)
+    except psycopg.errors.UniqueViolation:
+        loaded = {
+            prediction_id: f"{path} line {line}"
+            for prediction_id, path, line in _lookup(
+                conn,
+                """select k.prediction_id, f.path, k.line_number from raw.prediction_keys k
+                   join raw.ingest_files f using (file_id) where k.model_name = %s and k.prediction_id = any(%s)""",
+                spec.name,
+                ids[candidate].tolist(),
+            )
+        }
+        _reject_loaded(ids, lines, candidate, rejected, loaded, describe)
+        if not candidate.any():
+            return 0, None, None
+        _copy_keys(conn, table, candidate)
+    table = table.filter(pa.array(candidate))
+    _copy_arrow(conn, "raw.predictions", table)
+    kept = batch.timestamps[candidate]
+    return table.num_rows, kept.min().to_pydatetime(), kept.max().to_pydatetime()
+
+
+def _copy_keys(conn: psycopg.Connection, table: pa.Table, candidate: np.ndarray) -> None:
+    """The loaded rows' keys, in prediction_id order: the primary key's index is then filled page after page
+    (ids in line order, random UUIDs, cost twice the server time)."""
+    keys = table.select(["model_name", "prediction_id", "request_ts", "file_id", "line_number"]).filter(pa.array(candidate))
+    _copy_arrow(conn, "raw.prediction_keys", keys.take(pc.sort_indices(keys, [("prediction_id", "ascending")])))
+
+
+def _prediction_rows(spec: ModelSpec, source, batch: CheckedBatch, parsed: ParsedFile, file_id: int) -> pa.Table:
+    """Every parsed row of a predictions file in raw.predictions' columns (the caller keeps the loaded ones)."""
+    lines = parsed.lines
     rows = len(lines)
     positive = spec.positive_class
-    table = pa.table(
+    return pa.table(
         {
             "model_name": pa.repeat(spec.name, rows),
             "prediction_id": source.arrow("prediction_id", "string"),
@@ -381,11 +439,7 @@ def _load_predictions(loader: _FileLoader, file_id: int, batch: CheckedBatch,
             "file_id": pa.array(np.full(rows, file_id, dtype=np.int64)),
             "line_number": pa.array(lines),
         }
-    ).filter(keep)
-    _copy_arrow(conn, "raw.prediction_keys", table.select(["model_name", "prediction_id", "request_ts", "file_id", "line_number"]))
-    _copy_arrow(conn, "raw.predictions", table)
-    kept = batch.timestamps[candidate]
-    return table.num_rows, kept.min().to_pydatetime(), kept.max().to_pydatetime()
+    )
 
 
 def _load_feedback(loader: _FileLoader, file_id: int, batch: CheckedBatch,
@@ -584,7 +638,8 @@ def validate_prepared(url: str, spec: ModelSpec, prepared: list[PreparedFile], *
     for one in waiting:
         one.parsed = None
         if one.batch is not None and one.landed.kind == PREDICTIONS:
-            days.update(one.batch.timestamps[one.batch.valid()].dropna().dt.date.unique())
+            # UTC days: the distinct days, then their dates (not a date object per row)
+            days.update(day.date() for day in one.batch.timestamps[one.batch.valid()].dropna().dt.floor("D").unique())
     try:
         _ensure_partitions(url, days)
     except Exception as exc:  # noqa: BLE001 - the files are not loaded; each records the failure
@@ -725,13 +780,15 @@ def _record_failure(url: str, spec: ModelSpec, prepared: PreparedFile, error: st
 # then paid once per group, not per file. A group stops at this many files or rows (its memory).
 _GROUP_FILES = 200
 _GROUP_ROWS = 200_000
+# Nothing is COPYed before the first group is validated: it is smaller, so the COPYs start sooner.
+_FIRST_GROUP_ROWS = _GROUP_ROWS // 4
 
 
 def _groups(pending: list[tuple[LandedFile, KnownFile | None]]) -> list[list[tuple[LandedFile, KnownFile | None]]]:
     groups: list[list] = []
     size = 0
     for item in pending:
-        if not groups or len(groups[-1]) >= _GROUP_FILES or size >= _GROUP_ROWS:
+        if not groups or len(groups[-1]) >= _GROUP_FILES or size >= (_FIRST_GROUP_ROWS if len(groups) == 1 else _GROUP_ROWS):
             groups.append([])
             size = 0
         groups[-1].append(item)

@@ -402,12 +402,11 @@ class _ArrowSource(Source):
 
     def present(self, path: str) -> pd.Series:
         column = self.column(path)
-        if pa.types.is_struct(column.type):  # an object: only whether it is there matters here
+        if pa.types.is_struct(column.type) or pa.types.is_string(column.type):
+            # only whether it is there matters here (encoding a column of ids as categories cost more than the checks)
             import pyarrow.compute as pc
 
             return pd.Series(np.where(pc.is_null(column).to_numpy(zero_copy_only=False), np.nan, 1.0))
-        if pa.types.is_string(column.type):
-            return column.dictionary_encode().to_pandas()
         return column.to_pandas()
 
     def number(self, path: str) -> pd.Series:

@@ -164,12 +164,27 @@ def _representatives(check: Check, frame: pd.DataFrame, masks: dict[str, np.ndar
     if check.expectation == "ExpectColumnValuesToBeBetween":
         return [present.min(), present.max()]
     if check.expectation == "ExpectColumnValuesToMatchRegex" and check.digits_alike:
-        import pyarrow as pa
         import pyarrow.compute as pc
 
-        shapes = pc.replace_substring_regex(pa.array(present.astype(str), type=pa.string()), r"\d", "0")
-        return pc.unique(shapes).to_pylist()
+        return pc.unique(_digits_as_zero(present.astype(str))).to_pylist()
     return pd.unique(present).tolist()
+
+
+_DIGITS_AS_ZERO = np.arange(256, dtype=np.uint8)
+_DIGITS_AS_ZERO[ord("0") : ord("9") + 1] = ord("0")
+
+
+def _digits_as_zero(values: pd.Series):
+    """The strings with every ASCII digit replaced by 0 (a regex's \\d), byte by byte: in UTF-8 the bytes
+    of digits never occur inside another character. A regex replacement cost ~0.25 s per 100k strings."""
+    import pyarrow as pa
+
+    strings = pa.array(values, type=pa.string())
+    if strings.buffers()[2] is None:  # only empty strings
+        return strings
+    data = _DIGITS_AS_ZERO[np.frombuffer(strings.buffers()[2], dtype=np.uint8)]
+    return pa.Array.from_buffers(pa.string(), len(strings), [strings.buffers()[0], strings.buffers()[1], pa.py_buffer(data)],
+                                 offset=strings.offset)  # fmt: skip
 
 
 def _summary_frame(values: list[list[Any]], checks: list[Check]) -> tuple[pd.DataFrame, list[Check]]:

@@ -126,7 +126,35 @@ def test_prediction_id_repeated_inside_and_across_files(spec, root, warehouse_ur
     reasons = [reason for _, reason, _ in rejections(warehouse_url)]
     assert "first seen at line 1 of this file" in reasons[0]
     assert "already loaded from" in reasons[1] and "a.jsonl line 2" in reasons[1]
-    assert table_counts(warehouse_url)["predictions"] == 3
+    # the clashing key's first COPY was rolled back: keys and predictions still match one to one
+    assert table_counts(warehouse_url)["predictions"] == table_counts(warehouse_url)["prediction_keys"] == 3
+
+
+def test_values_with_characters_copy_escapes_are_stored_exactly(spec, root, warehouse_url):
+    # GIVEN a clean file (the Arrow reader's) whose strings hold what COPY's text format escapes: backslashes,
+    # tabs, newlines, carriage returns, a literal \N, quotes, non-ASCII; a tab between tokens; CRLF line ends
+    import orjson
+
+    odd = ["back\\slash", "tab\there", "new\nline", "cr\rhere", "\\N", "\\.", 'say "hi"', "\u00e9t\u00e9 \U0001f600", ""]
+    events = [prediction(spec, prediction_id=f"{value}-{index}", unit_id=value, model_version=value or "1",
+                         experiment_id=value, error=None)
+              for index, value in enumerate(odd)]  # fmt: skip
+    lines = [orjson.dumps(event) for event in events]
+    lines[0] = lines[0].replace(b'":', b'":\t', 3)
+    land(root, "churn", "predictions", "odd.jsonl", b"\r\n".join(lines) + b"\r\n")
+    # WHEN it is ingested
+    result = run(spec, root, warehouse_url)
+    # THEN every value, and every event, is stored as it was in the JSON
+    assert (result.rows_loaded, result.rows_rejected) == (len(events), 0), rejections(warehouse_url)
+    with psycopg.connect(warehouse_url) as conn:
+        stored = conn.execute(
+            "select prediction_id, p.unit_id, p.model_version, p.experiment_id, p.event, k.prediction_id from raw.predictions p "
+            "join raw.prediction_keys k using (model_name, prediction_id) order by p.line_number"
+        ).fetchall()  # fmt: skip
+    assert [row[:4] for row in stored] == [
+        (e["prediction_id"], e["unit_id"], e["model_version"], e["experiment_id"]) for e in events
+    ]
+    assert [row[4] for row in stored] == events and [row[5] for row in stored] == [e["prediction_id"] for e in events]
 
 
 def test_same_file_landed_twice_under_another_name_is_a_duplicate(spec, root, warehouse_url):

@@ -140,3 +140,16 @@ def test_a_row_condition_keeps_the_rows_pandas_eval_keeps():
     frame = _frame(np.random.default_rng(5), 50)
     assert (_condition_mask(frame, "served == True") == frame.eval("served == True").to_numpy(dtype=bool)).all()
     assert (_condition_mask(frame, "value > 0") == (frame["value"] > 0).to_numpy()).all()
+
+
+def test_digit_shapes_are_those_of_a_regex_replacing_each_digit():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from driftloop.ingest.validation import _digits_as_zero
+
+    # ASCII digits only (a regex's \\d), whatever the other characters: Arabic-Indic and full-width digits stay
+    values = pd.Series(["2026-11-20T10:00:00.123+05:30", "", "x9\u0663\uff13y", "\U0001f600 42", "no digits", "0123456789"])
+    expected = pc.replace_substring_regex(pa.array(values, type=pa.string()), r"\d", "0")
+    assert _digits_as_zero(values).to_pylist() == expected.to_pylist()
+    assert _digits_as_zero(values[2:]).to_pylist() == expected.to_pylist()[2:]
