@@ -53,12 +53,13 @@
 {%- endmacro %}
 
 {#- Exact, order-independent sums and means of bounded values (probabilities, per-prediction log loss
-    and Brier terms: |value| < 8192): each value is rounded to a multiple of 2^-50 (an absolute error
-    below 4.5e-16, under the rounding of a float64 near 1) and summed as an integer, exactly. The
-    result is the same whatever order a plan reads the rows, like stable_sum(), but without ordering
-    them: Postgres can hash the groups instead of sorting every row of every window (an aggregate with
-    ORDER BY forces a sort). A value of 8192 or more fails the build ("bigint out of range"), never
-    a silent overflow. `filter` is an aggregate FILTER condition applied to the values counted. -#}
+    and Brier terms: |value| < 8192): fixed_point_sum() rounds each value to a multiple of 2^-50 (an
+    absolute error below 4.5e-16, under the rounding of a float64 near 1) and sums them as integers,
+    exactly; fixed_point_total() and fixed_point_mean() read such sums back. The result is the same
+    whatever order a plan reads the rows, like stable_sum(), but without ordering them: Postgres can
+    hash the groups instead of sorting every row of every window (an aggregate with ORDER BY forces a
+    sort). A value of 8192 or more fails the build ("bigint out of range"), never a silent overflow.
+    `filter` is an aggregate FILTER condition applied to the values summed. -#}
 {% macro fixed_point_scale() -%}
     1125899906842624
 {%- endmacro %}
@@ -66,16 +67,6 @@
 {% macro fixed_point_sum(value, filter=none) -%}
     sum(cast(round(cast({{ value }} as double precision) * {{ fixed_point_scale() }}) as bigint))
     {%- if filter %} filter (where {{ filter }}){% endif %}
-{%- endmacro %}
-
-{#- The fixed-point sum as a float64 (the exact integer sum rounded once, then scaled: exact). -#}
-{% macro exact_sum(value, filter=none) -%}
-    (cast({{ fixed_point_sum(value, filter) }} as double precision) / {{ fixed_point_scale() }})
-{%- endmacro %}
-
-{% macro exact_avg(value, filter=none) -%}
-    ({{ exact_sum(value, filter) }}
-        / nullif(count({{ value }}){% if filter %} filter (where {{ filter }}){% endif %}, 0))
 {%- endmacro %}
 
 {#- A pre-hook of the windowed quality marts. Postgres estimates the windowed rows (each prediction
@@ -114,9 +105,13 @@
     max({{ relation }}.loaded_at) as feedback_loaded_at
 {%- endmacro %}
 
-{#- The mean from fixed-point sums (fixed_point_sum()) and counts added up over parts (hours): the same
-    float64 as exact_avg() over the parts' rows. -#}
+{#- The total and the mean of fixed-point sums (fixed_point_sum()) added up over parts (hours) as a
+    float64: the exact integer total rounded once, then scaled (exact); the mean divides it by the
+    parts' counts added up. The same numbers whatever the parts and their order. -#}
+{% macro fixed_point_total(fixed_point_sums) -%}
+    (cast(sum({{ fixed_point_sums }}) as double precision) / {{ fixed_point_scale() }})
+{%- endmacro %}
+
 {% macro fixed_point_mean(fixed_point_sums, counts) -%}
-    (cast(sum({{ fixed_point_sums }}) as double precision) / {{ fixed_point_scale() }}
-        / nullif(cast(sum({{ counts }}) as bigint), 0))
+    ({{ fixed_point_total(fixed_point_sums) }} / nullif(cast(sum({{ counts }}) as bigint), 0))
 {%- endmacro %}

@@ -44,8 +44,9 @@ auc_expected (case_name, expected) as (
         ('auc: one class only', null)
 ),
 
--- exact_avg / exact_sum: numpy.mean / sum of the same values (float64), with and without a filter,
--- a clipped log loss (36.04) among them, and a value of 1e-9 (below the old ordered sum's noise)
+-- fixed_point_sum -> fixed_point_mean / fixed_point_total, summed over parts (the kept values and the
+-- others, as the marts sum hours): numpy.mean / sum of the same values (float64), of all of them and
+-- of the kept ones, a clipped log loss (36.04) among them, and a value of 1e-9
 exact_values (case_name, value, is_kept) as (
     values
         ('exact: probabilities', 0.1::double precision, true), ('exact: probabilities', 0.2, true),
@@ -54,18 +55,36 @@ exact_values (case_name, value, is_kept) as (
         ('exact: log loss terms', 1e-9, true), ('exact: log loss terms', null, true)
 ),
 
-exact_cases (case_name, actual, expected) as (
-    select case_name || ': mean', {{ exact_avg('value') }}, avg(value)
-    from exact_values group by case_name
-    union all
-    select case_name || ': mean of the kept', {{ exact_avg('value', filter='is_kept') }}, avg(value) filter (where is_kept)
-    from exact_values group by case_name
-    union all
-    select case_name || ': sum', {{ exact_sum('value') }}, sum(value)
-    from exact_values group by case_name
-    union all
-    select 'exact: no values is NULL', {{ exact_avg('value', filter='false') }}, null::double precision
+exact_parts as (
+    select case_name, is_kept, {{ fixed_point_sum('value') }} as value_sum, count(value) as n_values
     from exact_values
+    group by case_name, is_kept
+),
+
+exact_expected as (
+    select case_name, avg(value) as mean, avg(value) filter (where is_kept) as kept_mean, sum(value) as total
+    from exact_values
+    group by case_name
+),
+
+exact_cases (case_name, actual, expected) as (
+    select parts.case_name || ': mean', {{ fixed_point_mean('parts.value_sum', 'parts.n_values') }}, min(expected.mean)
+    from exact_parts as parts inner join exact_expected as expected on parts.case_name = expected.case_name
+    group by parts.case_name
+    union all
+    select parts.case_name || ': mean of the kept', {{ fixed_point_mean('parts.value_sum', 'parts.n_values') }},
+        min(expected.kept_mean)
+    from exact_parts as parts inner join exact_expected as expected on parts.case_name = expected.case_name
+    where parts.is_kept
+    group by parts.case_name
+    union all
+    select parts.case_name || ': sum', {{ fixed_point_total('parts.value_sum') }}, min(expected.total)
+    from exact_parts as parts inner join exact_expected as expected on parts.case_name = expected.case_name
+    group by parts.case_name
+    union all
+    select 'exact: no values is NULL', {{ fixed_point_mean('value_sum', 'n_values') }}, null::double precision
+    from exact_parts
+    where false
 ),
 
 scalar_cases (case_name, actual, expected) as (

@@ -33,25 +33,22 @@ CHALLENGER = "challenger"
 _HASH_SCALE = float(1 << 64)
 
 
-_PLAIN = (str, int, float)  # bool is an int
+_PLAIN = (str, int, float, bool)  # exact types: a subclass (numpy scalars, enums) goes through pandas
 
 
 def _typed_row(features: Mapping[str, Any], numeric: Mapping[str, bool]) -> dict[str, Any] | None:
-    """One request's features as ``typed_features`` types a one-row frame of them, without pandas: every
-    feature of the spec in order (a missing one None), numbers as float (NaN when missing), the others as
-    given (None when missing or NaN). None when a value is of a type whose pandas typing this does not
-    reproduce (numpy scalars, timestamps, a string given for a number): the caller then uses pandas."""
+    """One request's features as ``predict_batch`` logs them, without pandas: every feature of the spec in
+    order, numbers as float, the others as given, None where missing or NaN. None when a value is of a
+    type whose pandas typing (``typed_features``) this does not reproduce (numpy scalars, timestamps, a
+    string given for a number): the caller then uses pandas."""
     typed: dict[str, Any] = {}
     for name, is_numeric in numeric.items():
         value = features.get(name)
-        if value is None:
-            typed[name] = float("nan") if is_numeric else None
-        elif type(value) not in (*_PLAIN, bool) or (is_numeric and isinstance(value, str)):
+        if value is not None and (type(value) not in _PLAIN or (is_numeric and isinstance(value, str))):
             return None
-        elif is_numeric:
-            typed[name] = float(value)
-        else:
-            typed[name] = None if value != value else value  # NaN
+        if value is not None and is_numeric:
+            value = float(value)
+        typed[name] = None if value != value else value  # NaN
     return typed
 
 
@@ -136,7 +133,6 @@ class Router:
         self._read_at = float("-inf")
         self._models: dict[str, Any] = dict(models or {})
         self._classes = [str(c) for c in self.spec.classes]
-        self._features = [f.name for f in self.spec.features]
         # feature name -> numeric?, in the spec's order (the model input's columns)
         self._numeric = {f.name: f.type is FeatureType.numeric for f in self.spec.features}
         self.logger = logger or EventLogger(default_landing(landing_root), model_name)
@@ -198,15 +194,12 @@ class Router:
         import numpy as np
         import pandas as pd
 
-        frame = pd.DataFrame(
-            {name: np.array([value], dtype=np.float64 if numeric else object)
-             for (name, numeric), value in zip(self._numeric.items(), typed.values(), strict=True)}  # fmt: skip
-        )
+        # the model input: float64 numbers (None is NaN there), object columns for the others
+        frame = pd.DataFrame({name: np.array([typed[name]], dtype=np.float64 if numeric else object)
+                              for name, numeric in self._numeric.items()})  # fmt: skip
         variant, version, experiment_id = self.route(unit_id)
         outputs, errors, latencies = self._serve_arm(version, frame)
-        values = {name: (None if value != value else value) if self._numeric[name] else value
-                  for name, value in typed.items()}  # fmt: skip
-        event = self._event(values, unit_id, segment, prediction_id, request_ts, variant, version, experiment_id,
+        event = self._event(typed, unit_id, segment, prediction_id, request_ts, variant, version, experiment_id,
                             latencies[0], outputs[0], errors[0])  # fmt: skip
         self.logger.write(event)
         return event
