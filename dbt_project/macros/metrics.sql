@@ -10,11 +10,11 @@
     {{ safe_divide('2 * (' ~ n_true_positive ~ ')', '(' ~ n_predicted ~ ') + (' ~ n_actual ~ ')') }}
 {%- endmacro %}
 
-{#- The rank of a score among the rows of its partition, ties given the average of their ranks
-    (1-based; a numeric, so rank sums stay exact). -#}
-{% macro average_rank(score, partition_by) -%}
-    (rank() over (partition by {{ partition_by | join(', ') }} order by {{ score }})
-        + (count(*) over (partition by {{ partition_by | join(', ') }}, {{ score }}) - 1) / 2.0)
+{#- The rank of a score among the rows of its partition (all rows without `partition_by`), ties
+    given the average of their ranks (1-based; a numeric, so rank sums stay exact). -#}
+{% macro average_rank(score, partition_by=[]) -%}
+    (rank() over ({% if partition_by %}partition by {{ partition_by | join(', ') }} {% endif %}order by {{ score }})
+        + (count(*) over (partition by {{ (partition_by + [score]) | join(', ') }}) - 1) / 2.0)
 {%- endmacro %}
 
 {#- ROC AUC by rank statistics (Mann-Whitney U / (n_pos n_neg)) from the sum of the positives'
@@ -77,20 +77,6 @@
     an order (ranks, percentiles); only the plan choice changes. -#}
 {% macro prefer_hash_aggregation() -%}
     set local enable_sort = off
-{%- endmacro %}
-
-{#- One text value standing for several text columns, to partition or sort a large set of rows by: equal
-    exactly when every column is equal (each value is written with its length, NULL as '~', so no
-    two different tuples give the same text), compared bytewise (collation "C"). Sorting rows by one
-    such value is several times faster than by the columns themselves, which Postgres compares one by
-    one (with the database's collation) for every pair of rows that tie on the first. -#}
-{% macro compact_key(columns) -%}
-    cast(
-        {%- for column in columns %}
-        coalesce(length({{ column }}) || ':' || {{ column }}, '~'){{ " ||" if not loop.last }}
-        {%- endfor %}
-        as text
-    ) collate "C"
 {%- endmacro %}
 
 {#- A prediction's truth from its feedback rows (`relation`, grouped to one prediction): the latest

@@ -14,28 +14,33 @@ with
     as_of, incremental, with_feedback=true, with_maturity=true
 ) }}
 
-window_labels as (
+window_counts as (
+    -- hashed groups: each window's label delays are collected, then sorted alone (window_labels
+    -- below), instead of sorting every row of every window by the window key
     select
-        -- grouped by one compact value for the text columns of the window key (see compact_key()): the
-        -- sort the percentiles need compares two values per row pair, not six; min() reads them back
-        {% for column in grain if column != 'window_start' %}min({{ column }}) as {{ column }},
-        {% endfor -%}
-        window_start,
+        {{ grain | join(', ') }},
         min(window_end) as window_end,
         count(*) as n_predictions,
         count(*) filter (where not is_failed) as n_scored,
         count(*) filter (where not is_failed and is_labelled) as n_labelled,
         count(*) filter (where not is_failed and n_labels > 1) as n_relabelled,
-        -- the delay until the truth first became known (a later correction does not delay it)
-        percentile_cont(0.50) within group (order by label_delay_seconds) filter (where not is_failed)
-            as label_delay_p50_seconds,
-        percentile_cont(0.90) within group (order by label_delay_seconds) filter (where not is_failed)
-            as label_delay_p90_seconds,
-        percentile_cont(0.99) within group (order by label_delay_seconds) filter (where not is_failed)
-            as label_delay_p99_seconds,
+        array_agg(label_delay_seconds) filter (where not is_failed and label_delay_seconds is not null)
+            as label_delays,
         max(loaded_at) as source_loaded_at
     from window_predictions
-    group by window_start, {{ compact_key(['model_name', 'model_version', 'variant', 'segment', 'window_size']) }}
+    group by {{ grain | join(', ') }}
+),
+
+window_labels as (
+    select
+        window_counts.*,
+        delays.percentiles
+    from window_counts
+    cross join lateral (
+        -- the delay until the truth first became known (a later correction does not delay it)
+        select percentile_cont(array[0.50, 0.90, 0.99]) within group (order by label_delays.seconds) as percentiles
+        from unnest(window_counts.label_delays) as label_delays (seconds)
+    ) as delays
 ),
 
 final as (
@@ -58,9 +63,9 @@ final as (
         {{ safe_divide('window_labels.n_labelled', 'window_labels.n_scored') }} as label_coverage,
 
         ---------- label delay (seconds from request to first label), over labelled predictions
-        window_labels.label_delay_p50_seconds,
-        window_labels.label_delay_p90_seconds,
-        window_labels.label_delay_p99_seconds,
+        window_labels.percentiles[1] as label_delay_p50_seconds,
+        window_labels.percentiles[2] as label_delay_p90_seconds,
+        window_labels.percentiles[3] as label_delay_p99_seconds,
 
         ---------- label maturity
         {{ is_mature(

@@ -16,23 +16,32 @@ with
 ) }}
 
 window_latency as (
+    -- hashed groups: each window's latencies are collected, then sorted alone (window_stats below),
+    -- instead of sorting every row of every window by the window key
     select
-        -- grouped by one compact value for the text columns of the window key (see compact_key()): the
-        -- sort the percentiles need compares two values per row pair, not six; min() reads them back
-        {% for column in grain if column != 'window_start' %}min({{ column }}) as {{ column }},
-        {% endfor -%}
-        window_start,
+        {{ grain | join(', ') }},
         min(window_end) as window_end,
         count(*) as n_predictions,
         count(*) filter (where is_failed) as n_failed,
-        -- linear interpolation between the closest ranks, like numpy.percentile's default
-        percentile_cont(0.50) within group (order by latency_ms) as latency_p50_ms,
-        percentile_cont(0.95) within group (order by latency_ms) as latency_p95_ms,
-        percentile_cont(0.99) within group (order by latency_ms) as latency_p99_ms,
-        {{ stable_avg('latency_ms') }} as latency_mean_ms,
+        array_agg(latency_ms) as latencies,
         max(prediction_loaded_at) as source_loaded_at
     from window_predictions
-    group by window_start, {{ compact_key(['model_name', 'model_version', 'variant', 'segment', 'window_size']) }}
+    group by {{ grain | join(', ') }}
+),
+
+window_stats as (
+    select
+        window_latency.*,
+        latency.percentiles,
+        latency.mean_ms
+    from window_latency
+    cross join lateral (
+        select
+            -- linear interpolation between the closest ranks, like numpy.percentile's default
+            percentile_cont(array[0.50, 0.95, 0.99]) within group (order by latencies.latency_ms) as percentiles,
+            {{ stable_avg('latencies.latency_ms') }} as mean_ms
+        from unnest(window_latency.latencies) as latencies (latency_ms)
+    ) as latency
 ),
 
 final as (
@@ -53,15 +62,15 @@ final as (
         {{ safe_divide('n_failed', 'n_predictions') }} as error_rate,
 
         ---------- latency of every request (failed ones too)
-        latency_p50_ms,
-        latency_p95_ms,
-        latency_p99_ms,
-        latency_mean_ms,
+        percentiles[1] as latency_p50_ms,
+        percentiles[2] as latency_p95_ms,
+        percentiles[3] as latency_p99_ms,
+        mean_ms as latency_mean_ms,
 
         ---------- lineage
         source_loaded_at
 
-    from window_latency
+    from window_stats
 )
 
 select * from final

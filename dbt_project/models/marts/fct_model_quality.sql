@@ -132,11 +132,6 @@ auc_inputs as (
         {% for column in grain %}evaluated.{{ column }},{% endfor %}
         listed.class_name,
         evaluated.label = listed.class_name as is_actual,
-        -- the ranking's partition (the window and the class) in one sortable value: see compact_key()
-        {{ compact_key(
-            ['evaluated.model_name', 'evaluated.model_version', 'evaluated.variant', 'evaluated.segment',
-             'evaluated.window_size', 'listed.class_name']
-        ) }} as rank_key,
         case
             when evaluated.is_binary then evaluated.positive_score
             else cast(evaluated.scores ->> listed.class_name as double precision)
@@ -146,36 +141,56 @@ auc_inputs as (
     where not evaluated.is_binary or listed.class_name = evaluated.positive_class
 ),
 
-auc_ranked as (
+-- hashed groups (the window and the class): each one's scores are collected, then ranked alone,
+-- instead of sorting every row of every window by the window key (materialized: planned on its own,
+-- Postgres hashes them; planned with the joins after it, it sorts every row to group them)
+auc_groups as materialized (
     select
-        auc_inputs.*,
-        {{ average_rank('class_score', ['window_start', 'rank_key']) }} as score_rank
+        {{ grain | join(', ') }},
+        class_name,
+        -- (one pass over the same rows: the two arrays are in the same order)
+        array_agg(class_score) as class_scores,
+        array_agg(is_actual) as is_actuals
     from auc_inputs
+    group by {{ grain | join(', ') }}, class_name
 ),
 
 class_auc as (
     select
-        -- every row of a (window_start, rank_key) group has the same window and class: min() reads them
-        -- back without sorting the rows by each column again
-        {% for column in grain + ['class_name'] if column != 'window_start' %}min({{ column }}) as {{ column }},
-        {% endfor -%}
-        window_start,
-        {{ auc_from_rank_sum(
-            'sum(score_rank) filter (where is_actual)',
-            'count(*) filter (where is_actual)',
-            'count(*) filter (where not is_actual)'
-        ) }} as roc_auc
-    from auc_ranked
-    -- the ranking's partition, in the order auc_ranked comes in: no second sort
-    group by window_start, rank_key
+        auc_groups.*,
+        class_rank_sums.roc_auc
+    from auc_groups
+    cross join lateral (
+        select
+            {{ auc_from_rank_sum(
+                'sum(ranked.score_rank) filter (where ranked.is_actual)',
+                'count(*) filter (where ranked.is_actual)',
+                'count(*) filter (where not ranked.is_actual)'
+            ) }} as roc_auc
+        from (
+            select
+                scored.is_actual,
+                {{ average_rank('scored.class_score') }} as score_rank
+            from unnest(auc_groups.class_scores, auc_groups.is_actuals) as scored (class_score, is_actual)
+        ) as ranked
+    ) as class_rank_sums
 ),
 
 window_auc as (
     select
-        {{ grain | join(', ') }},
-        case when count(roc_auc) = count(*) then {{ stable_avg('roc_auc') }} end as roc_auc
-    from class_auc
-    group by {{ grain | join(', ') }}
+        window_aucs.*,
+        class_mean.roc_auc
+    from (
+        select
+            {{ grain | join(', ') }},
+            array_agg(roc_auc) as class_aucs
+        from class_auc
+        group by {{ grain | join(', ') }}
+    ) as window_aucs
+    cross join lateral (
+        select case when count(class_aucs.roc_auc) = count(*) then {{ stable_avg('class_aucs.roc_auc') }} end as roc_auc
+        from unnest(window_aucs.class_aucs) as class_aucs (roc_auc)
+    ) as class_mean
 ),
 
 -- top-label expected calibration error over 10 equal-width bins of the top probability
