@@ -283,8 +283,10 @@ def _copy_arrow(conn: psycopg.Connection, table: str, arrow_table: pa.Table) -> 
         psycopg.sql.SQL(".").join(map(psycopg.sql.Identifier, table.split("."))),
         psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, arrow_table.column_names)),
     )
-    # a writer thread sends each chunk while the next one is formatted (the server never waits for it)
-    with conn.cursor() as cursor, cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+    # a writer thread sends each chunk while the next one is formatted (the server never waits for it); one
+    # chunk has nothing to overlap with, and starting the thread cost ~3 ms (most of a small file's COPY)
+    writer = QueuedLibpqWriter if arrow_table.num_rows > _COPY_CHUNK_ROWS else None
+    with conn.cursor() as cursor, cursor.copy(statement, writer=writer and writer(cursor)) as copy:
         for start in range(0, arrow_table.num_rows, _COPY_CHUNK_ROWS):
             copy.write(_copy_text(arrow_table.slice(start, _COPY_CHUNK_ROWS)))
 
@@ -332,6 +334,8 @@ class _FileLoader:
         )  # fmt: skip
 
     def reject(self, file_id: int, parsed: ParsedFile, rejected: dict[int, list[Reason]]) -> None:
+        if not rejected:  # an empty COPY is still a round trip and a statement for the server
+            return
         _copy_rows(
             self.conn,
             "raw.rejected_records",
@@ -669,12 +673,47 @@ def _still_as_listed(conn: psycopg.Connection, prepared: PreparedFile) -> bool:
         previous.status, previous.checksum, previous.seen_size, previous.seen_mtime)  # fmt: skip
 
 
-def load_file(url: str, spec: ModelSpec, prepared: PreparedFile, *, run_id: str) -> FileResult:
-    """Write a prepared file's outcome in ONE transaction: rows, rejections and its manifest row."""
-    landed, result, previous = prepared.landed, prepared.result, prepared.previous
+class _Connection:
+    """One warehouse connection for a run's file transactions (opening one cost ~5 ms a file); a new one
+    when the last one broke."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.close()
+            self.conn = psycopg.connect(self.url)
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> _Connection:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def load_file(url: str, spec: ModelSpec, prepared: PreparedFile, *, run_id: str,
+              connection: _Connection | None = None) -> FileResult:  # fmt: skip
+    """Write a prepared file's outcome in ONE transaction: rows, rejections and its manifest row (on
+    `connection`'s connection, else on a new one)."""
     if prepared.done:
-        return result
-    with psycopg.connect(url) as conn, conn.transaction():
+        return prepared.result
+    if connection is None:
+        with _Connection(url) as own:
+            return _write_file(own.get(), spec, prepared, run_id)
+    return _write_file(connection.get(), spec, prepared, run_id)
+
+
+def _write_file(conn: psycopg.Connection, spec: ModelSpec, prepared: PreparedFile, run_id: str) -> FileResult:
+    landed, result, previous = prepared.landed, prepared.result, prepared.previous
+    with conn.transaction():
         lock_model(conn, "ingest", spec.name)
         if not _still_as_listed(conn, prepared):
             result.status, result.error = "already_loaded", "handled by another run meanwhile"
@@ -768,12 +807,13 @@ def _load_change(loader: _FileLoader, prepared: PreparedFile) -> FileResult:
     return result
 
 
-def _record_failure(url: str, spec: ModelSpec, prepared: PreparedFile, error: str, run_id: str) -> FileResult:
+def _record_failure(url: str, spec: ModelSpec, prepared: PreparedFile, error: str, run_id: str,
+                    connection: _Connection | None = None) -> FileResult:  # fmt: skip
     """A file whose load raised: its transaction is rolled back; record the failure in a new one."""
     prepared.batch, prepared.failure = None, error
     prepared.mode = "new" if prepared.previous is None or prepared.previous.status == "failed" else "append"
     prepared.result = FileResult(prepared.landed.path, prepared.landed.kind, "failed", error=error)
-    return load_file(url, spec, prepared, run_id=run_id)
+    return load_file(url, spec, prepared, run_id=run_id, connection=connection)
 
 
 # Files validated together (one GX validation of their summaries): GX's fixed cost per expectation is
@@ -841,14 +881,14 @@ def ingest(
         groups = _groups(pending)
 
         # Two cores: the next group of files is parsed and validated while this one is COPYed (the server works).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-prepare") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftloop-prepare") as pool, _Connection(url) as connection:
             upcoming = pool.submit(prepare, groups[0]) if groups else None
             for number in range(len(groups)):
                 group = upcoming.result()
                 if number + 1 < len(groups):
                     upcoming = pool.submit(prepare, groups[number + 1])
                 for prepared in group:
-                    _load_one(url, spec, prepared, run_id, result)
+                    _load_one(url, spec, prepared, run_id, result, connection)
     log.info(
         "%s: %d files, %d rows loaded, %d rejected in %.1fs (%d failed)", spec.name, len(result.files), result.rows_loaded,
         result.rows_rejected, time.perf_counter() - started, result.count("failed"),
@@ -856,13 +896,14 @@ def ingest(
     return result
 
 
-def _load_one(url: str, spec: ModelSpec, prepared: PreparedFile, run_id: str, result: IngestResult) -> None:
+def _load_one(url: str, spec: ModelSpec, prepared: PreparedFile, run_id: str, result: IngestResult,
+              connection: _Connection) -> None:  # fmt: skip
     try:
-        file_result = load_file(url, spec, prepared, run_id=run_id)
+        file_result = load_file(url, spec, prepared, run_id=run_id, connection=connection)
     except Exception as exc:  # noqa: BLE001 - rolled back; the file is marked failed, the run goes on
         # (with the warehouse unreachable, recording the failure raises too, and the run stops)
         log.exception("%s: loading %s failed", spec.name, prepared.landed.path)
-        file_result = _record_failure(url, spec, prepared, _describe_failure(prepared.landed, exc), run_id)
+        file_result = _record_failure(url, spec, prepared, _describe_failure(prepared.landed, exc), run_id, connection)
     if file_result.status == "unchanged":
         return
     log.info(
