@@ -642,8 +642,10 @@ def validate_prepared(url: str, spec: ModelSpec, prepared: list[PreparedFile], *
     for one in waiting:
         one.parsed = None
         if one.batch is not None and one.landed.kind == PREDICTIONS:
-            # UTC days: the distinct days, then their dates (not a date object per row)
-            days.update(day.date() for day in one.batch.timestamps[one.batch.valid()].dropna().dt.floor("D").unique())
+            # UTC days: the distinct days, then their dates (not a date object per row; pandas' floor("D") of
+            # zone-aware times cost ~3 ms a small file)
+            stamps = one.batch.timestamps[one.batch.valid()].dropna()
+            days.update(np.unique(stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")).tolist())
     try:
         _ensure_partitions(url, days)
     except Exception as exc:  # noqa: BLE001 - the files are not loaded; each records the failure
