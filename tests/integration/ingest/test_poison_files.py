@@ -55,17 +55,21 @@ def land_good_neighbours(spec, root):
     land(root, "churn", "feedback", "f.jsonl", [feedback(good["prediction_id"])], age=timedelta(minutes=30))
 
 
+def _has_poison(arrow_table) -> bool:
+    return any(key.startswith("poison-") for key in arrow_table.column("prediction_id").to_pylist())
+
+
 # ------------------------------------------------------------------------------------------ isolation
 
 
 def test_an_unexpected_error_in_one_file_fails_that_file_alone(spec, root, warehouse_url, monkeypatch):
     # GIVEN a file whose COPY raises (any bug or server refusal), then good predictions and feedback
-    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec) for _ in range(3)])
+    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec, prediction_id=f"poison-{k}") for k in range(3)])
     land_good_neighbours(spec, root)
     real_copy = ingest_module._copy_arrow
 
-    def refuse(conn, table, arrow_table):
-        if table == "raw.predictions" and arrow_table.num_rows == 3:
+    def refuse(conn, table, arrow_table):  # any COPY of the file's rows, alone or with others
+        if table == "raw.predictions" and _has_poison(arrow_table):
             raise psycopg.errors.ProgramLimitExceeded("index row size 5016 exceeds btree version 4 maximum 2704")
         return real_copy(conn, table, arrow_table)
 
@@ -95,12 +99,12 @@ def test_an_unexpected_error_in_one_file_fails_that_file_alone(spec, root, wareh
 
 def test_a_connection_lost_in_one_file_fails_that_file_alone(spec, root, warehouse_url, monkeypatch):
     # GIVEN a file during whose load the server ends the run's connection (the files share one connection)
-    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec) for _ in range(3)])
+    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec, prediction_id=f"poison-{k}") for k in range(3)])
     land_good_neighbours(spec, root)
     real_copy = ingest_module._copy_arrow
 
     def terminated(conn, table, arrow_table):
-        if table == "raw.predictions" and arrow_table.num_rows == 3:
+        if table == "raw.predictions" and _has_poison(arrow_table):
             conn.execute("select pg_terminate_backend(pg_backend_pid())")
         return real_copy(conn, table, arrow_table)
 
