@@ -658,7 +658,7 @@ def validate_prepared(url: str, spec: ModelSpec, prepared: list[PreparedFile], *
             # UTC days: the distinct days, then their dates (not a date object per row; pandas' floor("D") of
             # zone-aware times cost ~3 ms a small file)
             stamps = one.batch.timestamps[one.batch.valid()].dropna()
-            days.update(np.unique(stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")).tolist())
+            days.update(np.unique(stamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")).tolist())
     try:
         _ensure_partitions(url, days)
     except Exception as exc:  # noqa: BLE001 - the files are not loaded; each records the failure
