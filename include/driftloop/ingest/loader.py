@@ -937,6 +937,7 @@ def _report(spec: ModelSpec, file_result: FileResult, result: IngestResult) -> N
 # as ever; anything unusual (a file handled by another run meanwhile, a twin already loaded, an id loaded
 # before, any error) rolls the chunk back and its files are written one by one, each in its transaction.
 _CHUNK_FILES = 100
+_CHUNK_FILE_ROWS = 10_000  # a bigger file gains nothing (and would be held twice in memory while COPYed)
 
 
 class _WriteAlone(Exception):
@@ -945,7 +946,8 @@ class _WriteAlone(Exception):
 
 def _chunkable(prepared: PreparedFile) -> bool:
     return (not prepared.done and prepared.mode == "new" and prepared.previous is None and prepared.failure is None
-            and prepared.batch is not None and prepared.landed.kind == PREDICTIONS)  # fmt: skip
+            and prepared.batch is not None and prepared.landed.kind == PREDICTIONS
+            and prepared.batch.parsed.rows <= _CHUNK_FILE_ROWS)  # fmt: skip
 
 
 def _load_group(url: str, spec: ModelSpec, group: list[PreparedFile], run_id: str, result: IngestResult,
