@@ -4,8 +4,9 @@ For each model and kind (predictions, then feedback) the new files under
 `<root>/<model>/<kind>/dt=YYYY-MM-DD/` are found through the manifest (raw.ingest_files). Each file
 is one batch: parsed, validated with Great Expectations against checks derived from the spec and
 the contract, and then, in ONE transaction, its valid rows are COPYed into raw, its rejected rows
-into raw.rejected_records (line, original payload, reason), and its manifest row is written. A run
-that dies half-way commits nothing for the file it was on, so a retry loads it exactly once.
+into raw.rejected_records (line, original payload, reason), and its manifest row is written (small clean
+files several to one transaction, each with its own rows, rejections and manifest row: `_write_chunk`). A
+run that dies half-way commits nothing for the file (or chunk) it was on, so a retry loads it exactly once.
 
 No file can stop a run: any failure of one file (I/O, parse, validation, COPY, a bug) rolls back that
 file alone, marks it `failed` in the manifest with the error and raises one alert; the run goes on.
