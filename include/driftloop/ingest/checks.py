@@ -18,8 +18,16 @@ import pandas as pd
 
 from driftloop.core.contracts import CONTRACTS, FEEDBACK, PREDICTIONS
 from driftloop.core.spec import FeatureType, ModelSpec
-from driftloop.ingest.parsing import ParsedFile
-from driftloop.ingest.validation import LINE, Check, Reason, ValidationReport, validate_frame, validate_frames
+from driftloop.ingest.parsing import ParsedFile, stack_key, stacked
+from driftloop.ingest.validation import (
+    LINE,
+    Check,
+    Reason,
+    ValidationReport,
+    detail_report,
+    failed_checks_of_stacks,
+    validate_frame,
+)
 
 # RFC 3339 date-time with a mandatory offset ("Z" or +hh:mm).
 RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
@@ -270,9 +278,52 @@ def check_batch(spec: ModelSpec, kind: str, parsed: ParsedFile, now: datetime) -
     return derived.checked(validate_frame(derived.frame, derived.checks, suite_name=f"{spec.name}-{kind}"))
 
 
+# Small files read by the Arrow reader with the same schema are stacked: their check columns derived and
+# their summary values taken once for all (pandas' cost per column and call, not the rows, was most of a
+# small file's time). A file of more rows gains nothing and is derived alone.
+_STACK_MAX_ROWS = 10_000
+
+
 def check_batches(spec: ModelSpec, kind: str, parsed: list[ParsedFile], now: datetime) -> list[CheckedBatch]:
-    """`check_batch` for many files of one model and kind, with one GX validation of their summaries
-    (`validate_frames`): the same verdicts, rejected lines and reasons per file."""
-    derived = [_derive(spec, kind, one, now) for one in parsed]
-    reports = validate_frames([(d.frame, d.checks) for d in derived], suite_name=f"{spec.name}-{kind}")
-    return [d.checked(report) for d, report in zip(derived, reports, strict=True)]
+    """`check_batch` for many files of one model and kind: the same verdicts, rejected lines and reasons
+    per file. Files that can be stacked (`stack_key`) are derived as one, the rest one by one; then one GX
+    validation of all their summary values (`failed_checks_of_stacks`: a check a stack passes, each of its
+    files passes); a file that fails a check is derived again alone and its failed checks run on it whole
+    (its failing rows and reasons by GX), as `check_batch` would."""
+    suite_name = f"{spec.name}-{kind}"
+    stacks: dict[Any, list[int]] = {}
+    for index, one in enumerate(parsed):
+        key = stack_key(one) if one.rows <= _STACK_MAX_ROWS else None
+        stacks.setdefault(("alone", index) if key is None else key, []).append(index)
+    members = list(stacks.values())
+    derived = [
+        _derive(spec, kind, parsed[group[0]] if len(group) == 1 else stacked([parsed[i] for i in group]), now)
+        for group in members
+    ]
+    failed = failed_checks_of_stacks(
+        [(d.frame, d.checks, [parsed[i].rows for i in group]) for d, group in zip(derived, members, strict=True)],
+        suite_name=suite_name,
+    )
+    batches: list[CheckedBatch | None] = [None] * len(parsed)
+    for group, stack, stack_failed in zip(members, derived, failed, strict=True):
+        start = 0
+        for index, failed_checks in zip(group, stack_failed, strict=True):
+            one, rows = parsed[index], parsed[index].rows
+            alone = stack if len(group) == 1 else None
+            if failed_checks and alone is None:
+                alone = _derive(spec, kind, one, now)
+                if [(c.expectation, c.column, c.rule) for c in alone.checks] != [(c.expectation, c.column, c.rule) for c in stack.checks]:
+                    raise RuntimeError(f"the checks of {one.source!r} differ from those of the files stacked with it")
+            if alone is not None:
+                report = detail_report(alone.frame, alone.checks, failed_checks, suite_name=suite_name)
+                batches[index] = alone.checked(report)
+            else:
+                part = _Derived(one, stack.frame, stack.checks, {cls: _rows(values, start, rows) for cls, values in stack.scores.items()},
+                                _rows(stack.timestamps, start, rows))  # fmt: skip
+                batches[index] = part.checked(ValidationReport({}, len(stack.checks), []))
+            start += rows
+    return batches
+
+
+def _rows(values: pd.Series, start: int, rows: int) -> pd.Series:
+    return values.iloc[start : start + rows].reset_index(drop=True)

@@ -433,6 +433,21 @@ class _ArrowSource(Source):
         return {str(c): self.number(f"scores.{c}") for c in spec.classes}, None
 
 
+def stack_key(parsed: ParsedFile) -> tuple | None:
+    """Files read by the Arrow reader with the same schema can be stacked (`stacked`); None: this one cannot."""
+    if not isinstance(parsed.source, _ArrowSource) or parsed.unparsed:
+        return None
+    return parsed.source.nested.schema, parsed.events.type
+
+
+def stacked(files: list[ParsedFile]) -> ParsedFile:
+    """Files of one `stack_key` end to end, as one file: their rows in order (each keeps its line numbers)."""
+    source = files[0].source
+    table = pa.concat_tables([one.source.nested for one in files]).combine_chunks()
+    events = pa.concat_arrays([one.events for one in files])
+    return ParsedFile(np.concatenate([one.lines for one in files]), events, _ArrowSource(table, source.spec), reader="arrow")
+
+
 def _line_spans(text: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """Start offsets and 1-based numbers of the lines; None when a line is blank or too long."""
     newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)

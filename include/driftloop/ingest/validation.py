@@ -280,35 +280,85 @@ def _detail(contexts: _Contexts, frame: pd.DataFrame, checks: list[Check], faile
 
 
 def validate_frames(batches: list[tuple[pd.DataFrame, list[Check]]], *, suite_name: str = "batch") -> list[ValidationReport]:
-    """`validate_frame` for many batches (files), with one GX validation of their stacked summaries.
+    """`validate_frame` for many batches (files), with one GX validation of their stacked summaries
+    (`_failed_checks`); then every batch with a failed check is validated again alone, whole (its failing
+    rows and reasons by GX); the others are clean. Same verdicts and reasons as `validate_frame` on each batch.
+    """
+    contexts = _Contexts()
+    failed = _failed_checks(contexts, [(frame, checks, None) for frame, checks in batches], suite_name)
+    return [
+        ValidationReport({}, len(checks), []) if frame.empty or not checks
+        else _detail(contexts, frame, checks, failed_checks, suite_name)
+        for (frame, checks), failed_checks in zip(batches, failed, strict=True)
+    ]  # fmt: skip
+
+
+def failed_checks_of_stacks(stacks: list[tuple[pd.DataFrame, list[Check], list[int]]], *,
+                            suite_name: str = "batch") -> list[list[list[int]]]:  # fmt: skip
+    """The checks each batch fails, for batches stacked end to end in one frame (with their checks, and
+    the rows of each batch, in order): for each stack, for each of its batches, the failed checks' indices.
+
+    A check passes on a stack exactly when it passes on each of its batches (the expectations are
+    predicates on single values), so the summary values are taken once a stack (`_failed_checks`: one GX
+    validation for all stacks); only the checks a stack fails are summarised again batch by batch (one
+    more GX validation for all such batches) to name the batches that fail them.
+    """
+    contexts = _Contexts()
+    failed = _failed_checks(contexts, [(frame, checks, None) for frame, checks, _ in stacks], suite_name)
+    per_batch: list[list[list[int]]] = [[[] for _ in rows] for _, _, rows in stacks]
+    slices, owners = [], []
+    for number, ((frame, checks, rows), stack_failed) in enumerate(zip(stacks, failed, strict=True)):
+        if not stack_failed:
+            continue
+        if len(rows) == 1:
+            per_batch[number][0] = stack_failed
+            continue
+        ends = np.cumsum(rows)
+        for position, (start, end) in enumerate(zip(ends - rows, ends, strict=True)):
+            slices.append((frame.iloc[start:end], checks, stack_failed))
+            owners.append((number, position))
+    for (number, position), batch_failed in zip(owners, _failed_checks(contexts, slices, suite_name), strict=True):
+        per_batch[number][position] = batch_failed
+    return per_batch
+
+
+def detail_report(frame: pd.DataFrame, checks: list[Check], failed_checks: list[int], *,
+                  suite_name: str = "batch") -> ValidationReport:  # fmt: skip
+    """The report of a batch whose failed checks are known (`failed_checks_of_stacks`): those checks run
+    again on the whole batch, COMPLETE, for its failing rows and reasons (nothing runs for a clean batch)."""
+    if frame.empty or not checks:
+        return ValidationReport({}, len(checks), [])
+    return _detail(_Contexts(), frame, checks, failed_checks, suite_name)
+
+
+def _failed_checks(contexts: _Contexts, batches: list[tuple[pd.DataFrame, list[Check], list[int] | None]],
+                   suite_name: str) -> list[list[int]]:  # fmt: skip
+    """The failed checks of each batch (among its `selected` checks, None: all), from one GX validation of
+    their stacked summary values.
 
     Each batch's summary values (see `validate_frame`) whose verdict this process does not know are
     stacked, check by check, into one summary frame: one column per distinct (expectation, arguments),
     each row remembering which batch its value came from. GX validates that frame once with COMPLETE
     results; the rows it lists as unexpected name the batches that fail the check (the expectations are
-    predicates on single values, so a batch fails a check exactly when one of its values does). Then
-    every batch with a failed check is validated again alone, whole (its failing rows and reasons by GX);
-    the others are clean. Same verdicts and reasons as `validate_frame` on each batch.
+    predicates on single values, so a batch fails a check exactly when one of its values does).
     """
-    reports: list[ValidationReport | None] = [None] * len(batches)
-    contexts = _Contexts()
-    keys: list[list[tuple]] = []
+    keys: list[dict[int, tuple]] = []
     # stacked columns: (expectation, arguments) -> values, the batch of each value, a check standing for them
     stacks: dict[tuple, tuple[list[Any], list[int], Check]] = {}
     pending: list[list[tuple[int, tuple]]] = []  # per batch: (check index, stack key) of its unknown checks
     known: list[dict[tuple, bool]] = []  # per batch: the verdicts this process knew
-    for number, (frame, checks) in enumerate(batches):
-        keys.append([])
+    for number, (frame, checks, selected) in enumerate(batches):
+        keys.append({})
         pending.append([])
         known.append({})
         if frame.empty or not checks:
-            reports[number] = ValidationReport({}, len(checks), [])
             continue
         masks: dict[str, np.ndarray] = {}
-        for index, check in enumerate(checks):
+        for index in range(len(checks)) if selected is None else selected:
+            check = checks[index]
             representatives = _representatives(check, frame, masks)
             key = _verdict_key(check, representatives)
-            keys[number].append(key)
+            keys[number][index] = key
             if key in _VERDICTS:
                 known[number][key] = _VERDICTS[key]
                 continue
@@ -331,12 +381,10 @@ def validate_frames(batches: list[tuple[pd.DataFrame, list[Check]]], *, suite_na
             failing[order[position]] = {int(owners[position][row]) for row in rows}
             if not outcome.success and not rows:  # a failure GX did not attribute to rows: every batch of it fails
                 failing[order[position]] = set(stacks[order[position]][1])
-    for number, (frame, checks) in enumerate(batches):
-        if reports[number] is not None:
-            continue
+    failed = []
+    for number in range(len(batches)):
         verdicts = {keys[number][index]: number not in failing.get(stack_key, set()) for index, stack_key in pending[number]}
         _remember(verdicts)
         verdicts.update(known[number])
-        failed_checks = [i for i, key in enumerate(keys[number]) if not verdicts[key]]
-        reports[number] = _detail(contexts, frame, checks, failed_checks, suite_name)
-    return reports
+        failed.append([index for index, key in keys[number].items() if not verdicts[key]])
+    return failed

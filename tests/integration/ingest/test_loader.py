@@ -335,3 +335,45 @@ def test_arrow_reader_is_used_for_clean_files_and_gives_up_on_dirty_ones(spec):
     dirty = clean + b'{"prediction_id": 5}\n'
     assert parse_file(spec, "predictions", "a.jsonl", clean, young=False).reader == "arrow"
     assert parse_file(spec, "predictions", "a.jsonl", dirty, young=False).reader == "rows"
+
+
+def test_clean_files_written_together_each_keep_their_own_record(spec, root, warehouse_url, caplog):
+    # GIVEN clean files landed in order: the third reuses an id of the first, the fifth has the second's bytes,
+    # the fourth has a rejected row
+    files = [[prediction(spec, prediction_id=f"t-{n}-{k}") for k in range(3)] for n in range(6)]
+    files[2][1]["prediction_id"] = "t-0-2"
+    files[3][0]["latency_ms"] = -1.0
+    for n, events in enumerate(files):
+        land(root, "churn", "predictions", f"p{n}.jsonl", files[1] if n == 4 else events, age=timedelta(minutes=60 - n))
+    # WHEN they are ingested (the clean runs of them several to a transaction)
+    with caplog.at_level("INFO", logger="driftloop.ingest.loader"):
+        result = run(spec, root, warehouse_url)
+    assert not [r for r in caplog.records if "one by one" in r.getMessage()]
+    # THEN each file has its own manifest row and verdict, decided in landing order
+    statuses = [(f.path.rsplit("/", 1)[-1], f.status, f.rows_loaded, f.rows_rejected) for f in result.files]
+    assert statuses == [("p0.jsonl", "loaded", 3, 0), ("p1.jsonl", "loaded", 3, 0), ("p2.jsonl", "loaded", 2, 1),
+                        ("p3.jsonl", "loaded", 2, 1), ("p4.jsonl", "duplicate", 0, 0), ("p5.jsonl", "loaded", 3, 0)]  # fmt: skip
+    reasons = {line: reason for line, reason, _ in rejections(warehouse_url)}
+    assert "already loaded from" in reasons[2] and "p0.jsonl line 3" in reasons[2] and "latency_ms" in reasons[1]
+    with psycopg.connect(warehouse_url) as conn:
+        manifest = conn.execute(
+            """select regexp_replace(path, '^.*/', ''), status, rows_loaded, rows_rejected, min_event_ts is not null,
+                      (select count(*) from raw.predictions p where p.file_id = f.file_id)
+               from raw.ingest_files f order by file_id"""
+        ).fetchall()  # fmt: skip
+    assert [row[0] for row in manifest] == [f"p{n}.jsonl" for n in range(6)]
+    assert [(status, loaded, rejected, loaded == rows) for _, status, loaded, rejected, _, rows in manifest] == [
+        (s, loaded, rejected, True) for _, s, loaded, rejected in statuses]  # fmt: skip
+    assert table_counts(warehouse_url)["predictions"] == table_counts(warehouse_url)["prediction_keys"] == 13
+    # AND new files, one of them repeating an id loaded by the first run, load the same way; reruns add nothing
+    land(root, "churn", "predictions", "q0.jsonl", [prediction(spec) for _ in range(2)], age=timedelta(minutes=20))
+    land(root, "churn", "predictions", "q1.jsonl", [prediction(spec), files[5][0]], age=timedelta(minutes=19))
+    land(root, "churn", "predictions", "q2.jsonl", [prediction(spec)], age=timedelta(minutes=18))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="driftloop.ingest.loader"):
+        again = run(spec, root, warehouse_url)
+    assert [r for r in caplog.records if "one by one" in r.getMessage()]  # the id loaded before: written alone
+    assert [(f.status, f.rows_loaded, f.rows_rejected) for f in again.files] == [("loaded", 2, 0), ("loaded", 1, 1), ("loaded", 1, 0)]
+    assert any("already loaded from" in reason and "p5.jsonl line 1" in reason for _, reason, _ in rejections(warehouse_url))
+    assert run(spec, root, warehouse_url).files == []
+    assert table_counts(warehouse_url)["predictions"] == table_counts(warehouse_url)["prediction_keys"] == 17

@@ -55,17 +55,21 @@ def land_good_neighbours(spec, root):
     land(root, "churn", "feedback", "f.jsonl", [feedback(good["prediction_id"])], age=timedelta(minutes=30))
 
 
+def _has_poison(arrow_table) -> bool:
+    return any(key.startswith("poison-") for key in arrow_table.column("prediction_id").to_pylist())
+
+
 # ------------------------------------------------------------------------------------------ isolation
 
 
 def test_an_unexpected_error_in_one_file_fails_that_file_alone(spec, root, warehouse_url, monkeypatch):
     # GIVEN a file whose COPY raises (any bug or server refusal), then good predictions and feedback
-    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec) for _ in range(3)])
+    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec, prediction_id=f"poison-{k}") for k in range(3)])
     land_good_neighbours(spec, root)
     real_copy = ingest_module._copy_arrow
 
-    def refuse(conn, table, arrow_table):
-        if table == "raw.predictions" and arrow_table.num_rows == 3:
+    def refuse(conn, table, arrow_table):  # any COPY of the file's rows, alone or with others
+        if table == "raw.predictions" and _has_poison(arrow_table):
             raise psycopg.errors.ProgramLimitExceeded("index row size 5016 exceeds btree version 4 maximum 2704")
         return real_copy(conn, table, arrow_table)
 
@@ -91,6 +95,29 @@ def test_an_unexpected_error_in_one_file_fails_that_file_alone(spec, root, wareh
     assert [(f.status, f.rows_loaded) for f in retried.files] == [("loaded", 3)]
     assert run(spec, root, warehouse_url, retry_failed=True).files == []
     assert len(alerts(warehouse_url)) == 1
+
+
+def test_a_connection_lost_in_one_file_fails_that_file_alone(spec, root, warehouse_url, monkeypatch):
+    # GIVEN a file during whose load the server ends the run's connection (the files share one connection)
+    land(root, "churn", "predictions", "a-poison.jsonl", [prediction(spec, prediction_id=f"poison-{k}") for k in range(3)])
+    land_good_neighbours(spec, root)
+    real_copy = ingest_module._copy_arrow
+
+    def terminated(conn, table, arrow_table):
+        if table == "raw.predictions" and _has_poison(arrow_table):
+            conn.execute("select pg_terminate_backend(pg_backend_pid())")
+        return real_copy(conn, table, arrow_table)
+
+    monkeypatch.setattr(ingest_module, "_copy_arrow", terminated)
+    # WHEN ingest runs
+    result = run(spec, root, warehouse_url)
+    # THEN that file alone is failed (nothing of it kept), on a new connection; the files after it load
+    statuses = {f.path.rsplit("/", 1)[-1]: f.status for f in result.files}
+    assert statuses == {"a-poison.jsonl": "failed", "z-good.jsonl": "loaded", "f.jsonl": "loaded"}
+    assert manifest(warehouse_url)["a-poison.jsonl"][:2] == ("failed", 0)
+    assert count(warehouse_url, "predictions") == 1 and count(warehouse_url, "feedback") == 1
+    monkeypatch.setattr(ingest_module, "_copy_arrow", real_copy)
+    assert [(f.status, f.rows_loaded) for f in run(spec, root, warehouse_url, retry_failed=True).files] == [("loaded", 3)]
 
 
 def test_a_failed_file_is_retried_when_its_bytes_change(spec, root, warehouse_url):
