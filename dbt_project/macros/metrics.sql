@@ -79,6 +79,17 @@
     set local enable_sort = off
 {%- endmacro %}
 
+{#- Percentiles (linear interpolation between the closest ranks, like numpy.percentile's default) of
+    the values in an array, as an array in the order of `fractions`: for one group's values collected
+    with array_agg() in a hashed GROUP BY, so that each group's values are sorted alone instead of every
+    row of every group by the group key (an ordered-set aggregate forces that sort). NULLs are ignored. -#}
+{% macro array_percentiles(values_array, fractions) -%}
+    (
+        select percentile_cont(array[{{ fractions | join(', ') }}]) within group (order by collected.value)
+        from unnest({{ values_array }}) as collected (value)
+    )
+{%- endmacro %}
+
 {#- A prediction's truth from its feedback rows (`relation`, grouped to one prediction): the latest
     label wins (a later feedback_ts is a correction), with how many labels it had, when the first
     and the last came, and when the last was loaded. -#}

@@ -14,9 +14,8 @@ with
     as_of, incremental, with_feedback=true, with_maturity=true
 ) }}
 
-window_counts as (
-    -- hashed groups: each window's label delays are collected, then sorted alone (window_labels
-    -- below), instead of sorting every row of every window by the window key
+window_labels as (
+    -- hashed groups: each window's label delays are collected, then sorted alone (array_percentiles())
     select
         {{ grain | join(', ') }},
         min(window_end) as window_end,
@@ -24,23 +23,14 @@ window_counts as (
         count(*) filter (where not is_failed) as n_scored,
         count(*) filter (where not is_failed and is_labelled) as n_labelled,
         count(*) filter (where not is_failed and n_labels > 1) as n_relabelled,
-        array_agg(label_delay_seconds) filter (where not is_failed and label_delay_seconds is not null)
-            as label_delays,
+        -- the delay until the truth first became known (a later correction does not delay it)
+        {{ array_percentiles(
+            'array_agg(label_delay_seconds) filter (where not is_failed and label_delay_seconds is not null)',
+            ['0.50', '0.90', '0.99']
+        ) }} as percentiles,
         max(loaded_at) as source_loaded_at
     from window_predictions
     group by {{ grain | join(', ') }}
-),
-
-window_labels as (
-    select
-        window_counts.*,
-        delays.percentiles
-    from window_counts
-    cross join lateral (
-        -- the delay until the truth first became known (a later correction does not delay it)
-        select percentile_cont(array[0.50, 0.90, 0.99]) within group (order by label_delays.seconds) as percentiles
-        from unnest(window_counts.label_delays) as label_delays (seconds)
-    ) as delays
 ),
 
 final as (

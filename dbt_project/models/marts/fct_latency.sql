@@ -16,8 +16,7 @@ with
 ) }}
 
 window_latency as (
-    -- hashed groups: each window's latencies are collected, then sorted alone (window_stats below),
-    -- instead of sorting every row of every window by the window key
+    -- hashed groups: each window's latencies are collected, then sorted alone (array_percentiles())
     select
         {{ grain | join(', ') }},
         min(window_end) as window_end,
@@ -32,16 +31,12 @@ window_latency as (
 window_stats as (
     select
         window_latency.*,
-        latency.percentiles,
-        latency.mean_ms
+        {{ array_percentiles('window_latency.latencies', ['0.50', '0.95', '0.99']) }} as percentiles,
+        (
+            select {{ stable_avg('latencies.latency_ms') }}
+            from unnest(window_latency.latencies) as latencies (latency_ms)
+        ) as mean_ms
     from window_latency
-    cross join lateral (
-        select
-            -- linear interpolation between the closest ranks, like numpy.percentile's default
-            percentile_cont(array[0.50, 0.95, 0.99]) within group (order by latencies.latency_ms) as percentiles,
-            {{ stable_avg('latencies.latency_ms') }} as mean_ms
-        from unnest(window_latency.latencies) as latencies (latency_ms)
-    ) as latency
 ),
 
 final as (

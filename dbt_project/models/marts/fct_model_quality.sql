@@ -178,19 +178,10 @@ class_auc as (
 
 window_auc as (
     select
-        window_aucs.*,
-        class_mean.roc_auc
-    from (
-        select
-            {{ grain | join(', ') }},
-            array_agg(roc_auc) as class_aucs
-        from class_auc
-        group by {{ grain | join(', ') }}
-    ) as window_aucs
-    cross join lateral (
-        select case when count(class_aucs.roc_auc) = count(*) then {{ stable_avg('class_aucs.roc_auc') }} end as roc_auc
-        from unnest(window_aucs.class_aucs) as class_aucs (roc_auc)
-    ) as class_mean
+        {{ grain | join(', ') }},
+        case when count(roc_auc) = count(*) then {{ stable_avg('roc_auc') }} end as roc_auc
+    from class_auc
+    group by {{ grain | join(', ') }}
 ),
 
 -- top-label expected calibration error over 10 equal-width bins of the top probability

@@ -419,9 +419,8 @@ def _candidates(batch: CheckedBatch, rejected: dict[int, list[Reason]]) -> tuple
     parsed = batch.parsed
     ids = pd.Series(parsed.source.arrow("prediction_id", "string").to_pandas(), dtype=object)
     candidate = batch.valid()
-    describe = _describe_prediction_id
     _reject_repeats(ids, parsed.lines, candidate, rejected,
-                    lambda key, first: f"{describe(key)} (first seen at line {first} of this file)")  # fmt: skip
+                    lambda key, first: f"{_describe_prediction_id(key)} (first seen at line {first} of this file)")  # fmt: skip
     candidate &= ~np.isin(parsed.lines, list(rejected))
     return ids, candidate
 
