@@ -32,9 +32,12 @@ __all__ = [
     "NULL_SIZES",
     "QUANTILE_POINTS",
     "STATISTICS",
+    "chi2_p_values",
+    "chi2_statistic",
     "chi2_test",
     "js_distance",
     "ks_p_value",
+    "ks_p_values",
     "ks_statistic",
     "null_at",
     "null_model",
@@ -143,15 +146,33 @@ def chi2_test(reference_counts: Sequence[float], window_counts: Sequence[float])
     (statistic, degrees of freedom, p-value); categories empty on both sides are left out."""
     from scipy.stats import chi2
 
+    statistic, dof = chi2_statistic(reference_counts, window_counts)
+    return statistic, dof, float(chi2.sf(statistic, dof)) if dof else 1.0
+
+
+def chi2_statistic(reference_counts: Sequence[float], window_counts: Sequence[float]) -> tuple[float, int]:
+    """:func:`chi2_test` without its p-value: (statistic, degrees of freedom); (0.0, 0) when the table
+    has fewer than two categories or an empty side (p-value 1)."""
     ref = np.asarray(reference_counts, dtype=float)
     win = np.asarray(window_counts, dtype=float)
     keep = (ref + win) > 0
     ref, win = ref[keep], win[keep]
     if len(ref) < 2 or ref.sum() <= 0 or win.sum() <= 0:
-        return 0.0, 0, 1.0
-    statistic = float(_chi2_statistics(ref, win[None, :])[0])
-    dof = len(ref) - 1
-    return statistic, dof, float(chi2.sf(statistic, dof))
+        return 0.0, 0
+    return float(_chi2_statistics(ref, win[None, :])[0]), len(ref) - 1
+
+
+def chi2_p_values(statistics: Sequence[float], dofs: Sequence[int]) -> np.ndarray:
+    """:func:`chi2_test`'s p-values of many (statistic, dof) at once (one scipy call: ~0.2 ms each
+    otherwise), the same numbers element by element; 1 where dof is 0."""
+    from scipy.stats import chi2
+
+    x, k = np.asarray(statistics, dtype=float), np.asarray(dofs, dtype=float)
+    out = np.ones(x.shape)
+    valid = k > 0
+    if valid.any():
+        out[valid] = chi2.sf(x[valid], k[valid])
+    return out
 
 
 def _chi2_statistics(reference_counts: np.ndarray, window_counts: np.ndarray) -> np.ndarray:

@@ -396,3 +396,86 @@ def test_week_windows_close_by_the_clock_and_merge_their_days(url):
     assert [(v, a, s, n) for v, a, s, _, n in week] == [tuple(d) for d in days]
     assert {end for *_, end, _ in week} == {monday + timedelta(days=7)}
     assert query(url, "select count(*) from profiles.whylogs_profiles where window_size = 'hour'") == [(0,)]
+
+
+def _stored_rows(url):
+    """Every stored window row but its ids and creation times, in a stable order."""
+    grain = "p.model_version, p.variant, p.segment, p.window_size, p.window_start"
+    return {
+        "profiles": query(url, f"select {grain}, p.window_end, p.n_rows from profiles.whylogs_profiles p "
+                               "where p.window_size <> 'reference' order by 1, 2, 3, 4, 5"),
+        "summaries": query(url, f"select {grain}, s.* from profiles.column_summaries s join profiles.whylogs_profiles p "
+                                "using (profile_id) where p.window_size <> 'reference'"),
+        "bins": query(url, f"select {grain}, b.* from profiles.column_bins b join profiles.whylogs_profiles p "
+                           "using (profile_id) where p.window_size <> 'reference'"),
+        "statistics": query(url, f"select {grain}, c.* from profiles.column_statistics c join profiles.whylogs_profiles p "
+                                 "using (profile_id) where p.window_size <> 'reference'"),
+    }  # fmt: skip
+
+
+def _without_ids(rows, url, table):
+    names = [r[0] for r in query(url, "select column_name from information_schema.columns where table_schema = "
+                                      "'profiles' and table_name = %s order by ordinal_position", (table,))]  # fmt: skip
+    drop = {5 + names.index(n) for n in ("profile_id", "created_at")}
+    return sorted((tuple(v for i, v in enumerate(row) if i not in drop) for row in rows), key=repr)
+
+
+def test_many_small_windows_profiled_in_parallel_store_what_one_process_stores(admin_url):
+    from conftest import drop_database, new_database
+
+    from driftloop.core import warehouse
+    from driftloop.sim.bulk import HistoryPlan, load_history
+
+    spec = _spec_with_sizes(["day", "week"])
+    end = datetime(2026, 11, 16, tzinfo=UTC)  # a Monday: two whole weeks of days before it
+    url = new_database(admin_url)
+    try:
+        warehouse.sync_specs(url, {"churn": spec})
+        load_history(url, spec, HistoryPlan(rows=6_000, days=14, seed=11), end, "parallel")
+        training = generate_predictions(SPEC, 5_000, end - timedelta(days=60), end - timedelta(days=30), Scenario(seed=4))
+        store_reference(url, spec, reference_profile(spec, "1", training))  # version "2" stays unbinned
+        stored = {}
+        for processes in (1, 2):
+            with psycopg.connect(url) as conn:
+                conn.execute("delete from profiles.whylogs_profiles where window_size <> 'reference'")
+            # GIVEN 14 daily windows (batches of several, shared out by rows between the processes)
+            result = profile_windows(url, spec, end - timedelta(days=14), end, now=end + timedelta(hours=1),
+                                     processes=processes)  # fmt: skip
+            assert len(result.days) == 14 and result.windows["week"] == [end - timedelta(days=14), end - timedelta(days=7)]
+            assert result.unbinned_versions == ["2"]
+            rows = _stored_rows(url)
+            stored[processes] = {
+                "profiles": rows["profiles"],
+                **{name: _without_ids(rows[name], url, table) for name, table in
+                   (("summaries", "column_summaries"), ("bins", "column_bins"), ("statistics", "column_statistics"))},
+            }  # fmt: skip
+        # THEN two processes store what one stores: every profile, and of each day every summary, bin and
+        # statistic exactly; a week merges its days' sketches (KLL compaction draws random bits, so its
+        # quantiles may differ between runs): its counts, extremes and moments agree
+        assert stored[2]["profiles"] == stored[1]["profiles"]
+        for name in ("summaries", "bins", "statistics"):
+            days_of = {p: [row for row in stored[p][name] if row[3] == "day"] for p in (1, 2)}
+            assert days_of[2] == days_of[1] and days_of[1], name
+        summary_names = [r[0] for r in query(url, "select column_name from information_schema.columns where "
+                                                  "table_schema = 'profiles' and table_name = 'column_summaries' "
+                                                  "and column_name not in ('profile_id', 'created_at') order by ordinal_position")]  # fmt: skip
+        at = {n: 5 + i for i, n in enumerate(summary_names)}
+        weeks = {p: [row for row in stored[p]["summaries"] if row[3] == "week"] for p in (1, 2)}
+        assert len(weeks[2]) == len(weeks[1]) > 0
+        for one, two in zip(weeks[1], weeks[2], strict=True):
+            assert [one[at[n]] for n in ("column_name", "count", "null_count", "min", "max")] == [
+                two[at[n]] for n in ("column_name", "count", "null_count", "min", "max")]
+            for n in ("mean", "stddev"):
+                assert (one[at[n]] is None and two[at[n]] is None) or np.isclose(one[at[n]], two[at[n]], rtol=1e-9)
+        ks, chi2 = query(url, "select count(ks_p_value), count(chi2_p_value) from profiles.column_statistics")[0]
+        assert ks > 0 and chi2 > 0
+        # and the weeks are the merges of their days
+        weeks = {(v, a, s, start): n for v, a, s, size, start, _, n in stored[2]["profiles"] if size == "week"}
+        days: dict = {}
+        for v, a, s, size, start, _, n in stored[2]["profiles"]:
+            if size == "day":
+                key = (v, a, s, end - timedelta(days=14 if start < end - timedelta(days=7) else 7))
+                days[key] = days.get(key, 0) + n
+        assert weeks == days
+    finally:
+        drop_database(admin_url, url)
