@@ -30,6 +30,7 @@ import pandas as pd
 
 __all__ = [
     "NULL_SIZES",
+    "ReferenceCDF",
     "QUANTILE_POINTS",
     "STATISTICS",
     "chi2_p_values",
@@ -39,6 +40,7 @@ __all__ = [
     "ks_p_value",
     "ks_p_values",
     "ks_statistic",
+    "NullTable",
     "null_at",
     "null_model",
     "psi",
@@ -87,37 +89,56 @@ def js_distance(expected: Sequence[float] | np.ndarray, actual: Sequence[float] 
 def reference_cdf(quantiles: Sequence[float], points: np.ndarray) -> np.ndarray:
     """The reference's CDF P(X <= x) at `points`, from its quantiles at evenly spaced ranks 0..1,
     linear between quantiles (a run of equal quantiles, i.e. a repeated value, jumps at that value)."""
-    q = np.asarray(quantiles, dtype=float)
-    ranks = np.linspace(0.0, 1.0, len(q))
-    points = np.asarray(points, dtype=float)
-    right = np.searchsorted(q, points, side="right")  # quantiles <= x
-    out = np.empty(len(points))
-    below, above = right == 0, right >= len(q)
-    out[below], out[above] = 0.0, 1.0
-    inside = ~(below | above)
-    idx = right[inside]
-    lower, upper = q[idx - 1], q[idx]
-    width = upper - lower
-    share = np.where(width > 0, (points[inside] - lower) / np.where(width > 0, width, 1.0), 0.0)
-    out[inside] = ranks[idx - 1] + share * (ranks[idx] - ranks[idx - 1])
-    return out
+    return ReferenceCDF(quantiles)(points)
 
 
-def ks_statistic(quantiles: Sequence[float], sample_points: np.ndarray, sample_cdf: np.ndarray,
+class ReferenceCDF:
+    """:func:`reference_cdf` of one reference column, prepared once for the KS statistic of many windows."""
+
+    def __init__(self, quantiles: Sequence[float]):
+        self.quantiles = np.asarray(quantiles, dtype=float)
+        self.ranks = np.linspace(0.0, 1.0, len(self.quantiles))
+        self._at_grid: np.ndarray | None = None
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        q, ranks = self.quantiles, self.ranks
+        points = np.asarray(points, dtype=float)
+        right = np.searchsorted(q, points, side="right")  # quantiles <= x
+        out = np.empty(len(points))
+        below, above = right == 0, right >= len(q)
+        out[below], out[above] = 0.0, 1.0
+        inside = ~(below | above)
+        idx = right[inside]
+        lower, upper = q[idx - 1], q[idx]
+        width = upper - lower
+        share = np.where(width > 0, (points[inside] - lower) / np.where(width > 0, width, 1.0), 0.0)
+        out[inside] = ranks[idx - 1] + share * (ranks[idx] - ranks[idx - 1])
+        return out
+
+    @property
+    def at_grid(self) -> np.ndarray:
+        """The CDF at every KS_GRID_STEP-th quantile (where ks_statistic also compares the two)."""
+        if self._at_grid is None:
+            self._at_grid = self(self.quantiles[::KS_GRID_STEP])
+        return self._at_grid
+
+
+def ks_statistic(quantiles: Sequence[float] | ReferenceCDF, sample_points: np.ndarray, sample_cdf: np.ndarray,
                  grid_cdf: np.ndarray) -> float:
     """sup |F_reference - F_window| over the window's points and the reference's quantiles.
 
     `sample_points`: the window's distinct values (or its sketch's quantiles), ascending, with
     `sample_cdf` the window's P(X <= x) there; `grid_cdf`: the window's P(X <= q) at every 5th of the
-    reference's quantiles `quantiles`. Just below a window point the window's CDF is the previous point's."""
-    q = np.asarray(quantiles, dtype=float)
-    at_points = reference_cdf(q, sample_points)
+    reference's quantiles `quantiles` (or their prepared :class:`ReferenceCDF`). Just below a window
+    point the window's CDF is the previous point's."""
+    cdf = quantiles if isinstance(quantiles, ReferenceCDF) else ReferenceCDF(quantiles)
+    at_points = cdf(sample_points)
     before = np.concatenate([[0.0], sample_cdf[:-1]])
     # the reference just below each window point (the window's CDF jumps there): the same value,
     # less the reference's own jump at it, which reference_cdf puts after the point
     d_points = np.max(np.abs(at_points - sample_cdf), initial=0.0)
-    d_before = np.max(np.abs(reference_cdf(q, np.nextafter(sample_points, -np.inf)) - before), initial=0.0)
-    d_grid = np.max(np.abs(reference_cdf(q, q[::KS_GRID_STEP]) - grid_cdf), initial=0.0)
+    d_before = np.max(np.abs(cdf(np.nextafter(sample_points, -np.inf)) - before), initial=0.0)
+    d_grid = np.max(np.abs(cdf.at_grid - grid_cdf), initial=0.0)
     return float(max(d_points, d_before, d_grid))
 
 
@@ -320,8 +341,18 @@ def null_at(null: Mapping[str, Sequence[Sequence[float]]] | None, statistic: str
     points = (null or {}).get(statistic) or []
     if not points or n <= 0:
         return None
-    sizes = np.log([p[0] for p in points])
-    x = math.log(n)
-    mean = float(np.interp(x, sizes, [p[1] for p in points]))
-    sd = float(np.interp(x, sizes, [p[2] for p in points]))
-    return mean, sd
+    return NullTable(points).at(n)
+
+
+class NullTable:
+    """One statistic's learned null model ([n, mean, sd] rows), prepared for :func:`null_at` of many windows."""
+
+    def __init__(self, points: Sequence[Sequence[float]]):
+        table = np.asarray(points, dtype=float).reshape(-1, 3)
+        self.log_sizes, self.means, self.sds = np.log(table[:, 0]), table[:, 1], table[:, 2]
+
+    def at(self, n: float) -> tuple[float, float] | None:
+        if not len(self.log_sizes) or n <= 0:
+            return None
+        x = math.log(n)
+        return float(np.interp(x, self.log_sizes, self.means)), float(np.interp(x, self.log_sizes, self.sds))

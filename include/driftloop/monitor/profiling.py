@@ -37,13 +37,14 @@ import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before whylogs is imported: no network here
 
+import functools
 import itertools
 import logging
 import multiprocessing
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -657,15 +658,73 @@ class _Reference:
     edges: dict[str, dict[str, Any]]
 
 
+# Tables written in COPY's binary format (about 3x cheaper to send and parse than text for the many
+# float columns of bins and statistics); column_summaries keeps text for its jsonb column.
+_BINARY_COPY = frozenset({"profiles.column_bins", "profiles.column_statistics"})
+_COLUMN_TYPES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
+def _column_types(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> list[str]:
+    key = (table, tuple(columns))
+    if key not in _COLUMN_TYPES:
+        schema, name = table.split(".")
+        found = dict(conn.execute(
+            "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+            "join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped",
+            (schema, name),
+        ).fetchall())  # fmt: skip
+        _COLUMN_TYPES[key] = [found[c] for c in columns]
+    return _COLUMN_TYPES[key]
+
+
 def _copy(
     conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
-    statement = sql.SQL("copy {} ({}) from stdin").format(
+    binary = table in _BINARY_COPY
+    statement = sql.SQL("copy {} ({}) from stdin" + (" (format binary)" if binary else "")).format(
         sql.SQL(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+    types = _column_types(conn, table, columns) if binary else None
     with conn.cursor().copy(statement) as copy:
+        if types is not None:
+            copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+_MAX_RANKS = 8192  # a window's sketch is read at up to this many ranks for its KS statistic
+
+
+class _PreparedEdges:
+    """What column_statistics takes from a reference column's edges, as arrays, made once per reference."""
+
+    def __init__(self, edges: Mapping[str, Any]):
+        self.edges = edges  # held: the cache is keyed by its id
+        quantiles = edges.get("quantiles")
+        self.cdf = drift.ReferenceCDF(quantiles) if quantiles else None
+        if self.cdf is not None:
+            every = self.cdf.quantiles[:: drift.KS_GRID_STEP]
+            self.grid = np.unique(every)
+            self.grid_list, self.grid_index = self.grid.tolist(), np.searchsorted(self.grid, every)
+        fractions = edges.get("fractions")
+        self.reference_counts = (
+            np.asarray(fractions, dtype=float) * float(edges.get("n") or 0) if fractions else None
+        )
+        null = edges.get("null") or {}
+        self.null = {s: drift.NullTable(null[s]) for s in drift.STATISTICS if null.get(s)}
+
+
+_PREPARED: dict[int, _PreparedEdges] = {}
+
+
+def _prepared(edges: Mapping[str, Any]) -> _PreparedEdges:
+    prepared = _PREPARED.get(id(edges))
+    if prepared is None or prepared.edges is not edges:
+        if len(_PREPARED) >= 4096:  # references come and go in a long-lived process
+            _PREPARED.clear()
+        prepared = _PREPARED[id(edges)] = _PreparedEdges(edges)
+    return prepared
 
 
 def column_statistics(column: ColumnProfileView, edges: Mapping[str, Any],
@@ -681,29 +740,26 @@ def column_statistics(column: ColumnProfileView, edges: Mapping[str, Any],
     out["n_values"] = n_values
     reference_n = float(edges.get("n") or 0)
     if n_values and bins and reference_n:
-        if edges["type"] == "numeric" and edges.get("quantiles"):
+        prepared = _prepared(edges)
+        if edges["type"] == "numeric" and prepared.cdf is not None:
             kll = _metric(column, "distribution").kll.value
-            ranks = np.linspace(0, 1, min(2 * n_values, 8192) + 1).tolist()
+            ranks = np.linspace(0, 1, min(2 * n_values, _MAX_RANKS) + 1).tolist()
             points = np.unique(np.asarray(kll.get_quantiles(ranks), dtype=float))
             points = points[np.isfinite(points)]
             if len(points):
                 sample_cdf = np.asarray(kll.get_cdf(points.tolist(), True)[:-1])
-                quantiles = np.asarray(edges["quantiles"], dtype=float)
-                every = quantiles[:: drift.KS_GRID_STEP]
-                grid = np.unique(every)
-                grid_cdf = np.asarray(kll.get_cdf(grid.tolist(), True)[:-1])[np.searchsorted(grid, every)]
-                statistic = drift.ks_statistic(quantiles, points, sample_cdf, grid_cdf)
+                grid_cdf = np.asarray(kll.get_cdf(prepared.grid_list, True)[:-1])[prepared.grid_index]
+                statistic = drift.ks_statistic(prepared.cdf, points, sample_cdf, grid_cdf)
                 out["ks_statistic"] = statistic
                 if p_values:
                     out["ks_p_value"] = drift.ks_p_value(statistic, n_values, reference_n)
-        elif edges["type"] != "numeric" and edges.get("fractions"):
-            reference_counts = np.asarray(edges["fractions"], dtype=float) * reference_n
-            statistic, dof = drift.chi2_statistic(reference_counts, [b["count"] for b in bins])
+        elif edges["type"] != "numeric" and prepared.reference_counts is not None:
+            statistic, dof = drift.chi2_statistic(prepared.reference_counts, [b["count"] for b in bins])
             out.update(chi2_statistic=statistic, chi2_dof=dof)
             if p_values:
                 out["chi2_p_value"] = float(drift.chi2_p_values([statistic], [dof])[0])
-        for statistic in drift.STATISTICS:
-            null = drift.null_at(edges.get("null"), statistic, n_values)
+        for statistic, table in prepared.null.items():
+            null = table.at(n_values)
             if null is not None:
                 out[f"{statistic}_null_mean"], out[f"{statistic}_null_sd"] = null
     return out
@@ -1277,36 +1333,62 @@ def _profile_window_range(call: int, first: int, stop: int, keep: bool = False) 
 
 def _profile_windows_flat(
     windows: list[tuple[datetime, pd.DataFrame]], spec: ModelSpec, columns: list[str], size: str,
-    references: Mapping[str, _Reference], processes: int | None,
+    references: Mapping[str, _Reference], processes: int | None, meanwhile: Callable[[], None] | None = None,
 ) -> list[list[tuple[_Grain, _Flat, int]]]:
     """The profiles of each of `windows` (each profiled as one `size` window), serialized and flattened;
     windows are shared out by rows between `processes` forked processes (this one included), which
-    is most of profiling many small windows (a window's flattening costs more than its profile)."""
+    is most of profiling many small windows (a window's flattening costs more than its profile).
+
+    `meanwhile` (the previous batch's write) runs in this process while the others profile, before
+    this process's own, smaller, share; it runs exactly once, and an error of it is raised as is."""
     workers = 1
     if len(windows) >= _PARALLEL_MIN_WINDOWS:
         workers = min(len(windows) // (_PARALLEL_MIN_WINDOWS // 2), _process_count(_PARALLEL_MIN_ROWS, processes))
     call = next(_CALLS)
     _SHARED_WINDOWS[call] = (windows, spec, columns, size, references)
-    try:
-        if workers <= 1:
-            return _profile_window_range(call, 0, len(windows), keep=True)
+    ranges = [(0, len(windows))]
+    if workers > 1:
+        # this process's share is smaller when it also writes the previous batch meanwhile
+        weights = np.array([_OWN_SHARE_WRITING if meanwhile else 1.0] + [1.0] * (workers - 1))
+        bounds = np.cumsum(weights) / weights.sum()
         rows = np.cumsum([len(part) + 50 for _, part in windows])  # +50: a window costs something empty too
-        cuts = [0, *(int(np.searchsorted(rows, rows[-1] * k / workers)) + 1 for k in range(1, workers)), len(windows)]
+        cuts = [0, *(int(np.searchsorted(rows, rows[-1] * b)) + 1 for b in bounds[:-1]), len(windows)]
         cuts = sorted(set(min(max(c, 0), len(windows)) for c in cuts))
         ranges = list(zip(cuts[:-1], cuts[1:], strict=True))
+    try:
         if len(ranges) == 1:
+            if meanwhile is not None:
+                meanwhile()
             return _profile_window_range(call, 0, len(windows), keep=True)
+        failed: BaseException | None = None
         try:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=context) as pool:
                 futures = [pool.submit(_profile_window_range, call, a, b) for a, b in ranges[1:]]
-                mine = _profile_window_range(call, *ranges[0], keep=True)  # this process takes the first share
-                return [*mine, *(w for f in futures for w in f.result())]
+                if meanwhile is not None:
+                    write, meanwhile = meanwhile, None
+                    try:
+                        write()
+                    except BaseException as exc:  # raised once the workers are done, never retried
+                        failed = exc
+                if failed is None:
+                    mine = _profile_window_range(call, *ranges[0], keep=True)  # this process's share
+                    out = [*mine, *(w for f in futures for w in f.result())]
         except (OSError, BrokenProcessPool) as exc:  # no fork here (limits, sandbox): one process does it all
+            if failed is not None:
+                raise failed from exc
             log.warning("profiling in one process: worker processes failed (%s)", exc)
+            if meanwhile is not None:
+                meanwhile()
             return _profile_window_range(call, 0, len(windows), keep=True)
+        if failed is not None:
+            raise failed
+        return out
     finally:
         del _SHARED_WINDOWS[call]
+
+
+_OWN_SHARE_WRITING = 0.6  # this process's share of a batch (vs 1 for each other) while it writes the last one
 
 
 # A transaction of windows (without stored hours) holds about this many raw rows: many small windows
@@ -1360,35 +1442,10 @@ def profile_windows(
     window = _floor_size(first, step)
     batch = 1  # base windows per transaction: grows with what the first ones held
     rows_seen = windows_seen = 0
-    while window < last:
-        batch_end = window
-        for _ in range(batch if base != "hour" else 1):
-            if batch_end >= last:
-                break
-            batch_end += WINDOW_SIZES[step]
-        pieces: list[tuple[datetime, list[tuple[_Grain, DatasetProfileView | _Flat, int]]]] = []
-        with warehouse.connect(url) as conn:
-            if base != "hour":  # no hour is stored: the batch's rows in one read, each window profiled as one
-                data = _read_raw(conn, spec, window, batch_end)
-                result.rows += len(data)
-                windows_ = _windows_of(data, base, window, batch_end)
-                if len(windows_) == 1:  # one large window: its frame is profiled in parallel chunks instead
-                    start_, part = windows_[0]
-                    pieces.append((start_, _hour_profiles(part, spec, columns, processes, window=(base, start_))))
-                else:
-                    flat = _profile_windows_flat(windows_, spec, columns, base, references, processes)
-                    pieces += [(start_, profiles) for (start_, _), profiles in zip(windows_, flat, strict=True)]
-                rows_seen, windows_seen = rows_seen + len(data), windows_seen + len(pieces)
-                batch = max(1, min(_BATCH_WINDOWS, _BATCH_ROWS * windows_seen // max(rows_seen, 1)))
-            else:
-                hourly: list[tuple[_Grain, DatasetProfileView, int]] = []
-                hour = max(window, first)
-                while hour < min(batch_end, last):  # one hour of raw rows in memory at a time
-                    data = _read_raw(conn, spec, hour, hour + HOUR)
-                    hourly += _hour_profiles(data, spec, columns, processes)
-                    result.rows += len(data)
-                    hour += HOUR
-                pieces.append((window, hourly))
+
+    def write(pieces: list[tuple[datetime, list[tuple[_Grain, DatasetProfileView | _Flat, int]]]]) -> None:
+        """One transaction: the pieces' profiles and the larger windows they close."""
+        nonlocal unbinned
         with warehouse.connect(url) as conn, conn.transaction():
             lock_model(conn, "profiles", spec.name)
             writes = _Writes(spec, references)
@@ -1425,7 +1482,48 @@ def profile_windows(
                     fresh, part_size = merged, size
                 unbinned |= {grain.model_version for grain, _, _ in hourly if grain.model_version not in references}
             writes.flush(conn)
+
+    pending: list[tuple[datetime, list[tuple[_Grain, DatasetProfileView | _Flat, int]]]] | None = None
+    while window < last:
+        batch_end = window
+        for _ in range(batch if base != "hour" else 1):
+            if batch_end >= last:
+                break
+            batch_end += WINDOW_SIZES[step]
+        pieces: list[tuple[datetime, list[tuple[_Grain, DatasetProfileView | _Flat, int]]]] = []
+        with warehouse.connect(url) as conn:
+            if base != "hour":  # no hour is stored: the batch's rows in one read, each window profiled as one
+                data = _read_raw(conn, spec, window, batch_end)
+                result.rows += len(data)
+                windows_ = _windows_of(data, base, window, batch_end)
+                if len(windows_) == 1:  # one large window: its frame is profiled in parallel chunks instead
+                    start_, part = windows_[0]
+                    pieces.append((start_, _hour_profiles(part, spec, columns, processes, window=(base, start_))))
+                else:
+                    previous, pending = pending, None
+                    flat = _profile_windows_flat(windows_, spec, columns, base, references, processes,
+                                                 meanwhile=None if previous is None else functools.partial(write, previous))
+                    pieces += [(start_, profiles) for (start_, _), profiles in zip(windows_, flat, strict=True)]
+                rows_seen, windows_seen = rows_seen + len(data), windows_seen + len(pieces)
+                batch = max(1, min(_BATCH_WINDOWS, _BATCH_ROWS * windows_seen // max(rows_seen, 1)))
+            else:
+                hourly: list[tuple[_Grain, DatasetProfileView, int]] = []
+                hour = max(window, first)
+                while hour < min(batch_end, last):  # one hour of raw rows in memory at a time
+                    data = _read_raw(conn, spec, hour, hour + HOUR)
+                    hourly += _hour_profiles(data, spec, columns, processes)
+                    result.rows += len(data)
+                    hour += HOUR
+                pieces.append((window, hourly))
+        if base == "hour":
+            write(pieces)
+        else:  # written while the next batch is profiled (or after the last)
+            if pending is not None:
+                write(pending)
+            pending = pieces
         window = batch_end
+    if pending is not None:
+        write(pending)
     result.days = result.windows.get("day", [])
     result.unbinned_versions = sorted(unbinned)
     if unbinned:

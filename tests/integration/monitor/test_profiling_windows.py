@@ -417,7 +417,9 @@ def _without_ids(rows, url, table):
     names = [r[0] for r in query(url, "select column_name from information_schema.columns where table_schema = "
                                       "'profiles' and table_name = %s order by ordinal_position", (table,))]  # fmt: skip
     drop = {5 + names.index(n) for n in ("profile_id", "created_at")}
-    return sorted((tuple(v for i, v in enumerate(row) if i not in drop) for row in rows), key=repr)
+    # frequent items of equal counts may come in either order (the sketch's), which is not a change
+    return sorted((tuple(sorted(map(repr, v)) if isinstance(v, list) else v for i, v in enumerate(row) if i not in drop)
+                   for row in rows), key=repr)  # fmt: skip
 
 
 def test_many_small_windows_profiled_in_parallel_store_what_one_process_stores(admin_url):
@@ -455,7 +457,8 @@ def test_many_small_windows_profiled_in_parallel_store_what_one_process_stores(a
         assert stored[2]["profiles"] == stored[1]["profiles"]
         for name in ("summaries", "bins", "statistics"):
             days_of = {p: [row for row in stored[p][name] if row[3] == "day"] for p in (1, 2)}
-            assert days_of[2] == days_of[1] and days_of[1], name
+            diff = [(i, a, b) for one, two in zip(days_of[1], days_of[2]) for i, (a, b) in enumerate(zip(one, two)) if a != b]
+            assert not diff and len(days_of[2]) == len(days_of[1]) > 0, (name, diff[:5])
         summary_names = [r[0] for r in query(url, "select column_name from information_schema.columns where "
                                                   "table_schema = 'profiles' and table_name = 'column_summaries' "
                                                   "and column_name not in ('profile_id', 'created_at') order by ordinal_position")]  # fmt: skip
