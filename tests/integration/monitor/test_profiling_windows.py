@@ -457,8 +457,10 @@ def test_many_small_windows_profiled_in_parallel_store_what_one_process_stores(a
         assert stored[2]["profiles"] == stored[1]["profiles"]
         for name in ("summaries", "bins", "statistics"):
             days_of = {p: [row for row in stored[p][name] if row[3] == "day"] for p in (1, 2)}
-            diff = [(i, a, b) for one, two in zip(days_of[1], days_of[2]) for i, (a, b) in enumerate(zip(one, two)) if a != b]
-            assert not diff and len(days_of[2]) == len(days_of[1]) > 0, (name, diff[:5])
+            assert len(days_of[2]) == len(days_of[1]) > 0, name
+            diff = [(i, a, b) for one, two in zip(days_of[1], days_of[2], strict=True)
+                    for i, (a, b) in enumerate(zip(one, two, strict=True)) if a != b]  # fmt: skip
+            assert not diff, (name, diff[:5])
         summary_names = [r[0] for r in query(url, "select column_name from information_schema.columns where "
                                                   "table_schema = 'profiles' and table_name = 'column_summaries' "
                                                   "and column_name not in ('profile_id', 'created_at') order by ordinal_position")]  # fmt: skip
