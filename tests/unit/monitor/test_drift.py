@@ -156,6 +156,23 @@ def test_chi2_equals_scipy_contingency_on_the_same_counts():
     )
 
 
+def test_chi2_p_values_of_many_tables_at_once_equal_scipy_table_by_table():
+    rng = np.random.default_rng(3)
+    tables = [(rng.integers(0, 400, k), rng.integers(0, 60, k)) for k in (2, 3, 5, 8, 21) for _ in range(4)]
+    tables += [([500, 0], [60, 0]), ([0, 0, 10], [0, 0, 3])]  # one category left: dof 0, p-value 1
+    statistics = [drift.chi2_statistic(r, w) for r, w in tables]
+    p_values = drift.chi2_p_values([s for s, _ in statistics], [d for _, d in statistics])
+    for (r, w), (statistic, dof), p_value in zip(tables, statistics, p_values, strict=True):
+        keep = (np.asarray(r) + np.asarray(w)) > 0
+        if dof == 0:
+            assert keep.sum() < 2 and p_value == 1.0
+            continue
+        expected = chi2_contingency(np.array([np.asarray(r)[keep], np.asarray(w)[keep]]), correction=False)
+        assert dof == expected.dof and statistic == pytest.approx(expected.statistic, rel=1e-12)
+        assert p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+        assert (statistic, dof, p_value) == drift.chi2_test(r, w)
+
+
 def test_a_window_chi2_from_its_bins_equals_scipy_on_its_categories(reference):
     rng = np.random.default_rng(7)
     window = world(rng, 400)
