@@ -904,25 +904,21 @@ def _new_ids(conn: psycopg.Connection, n: int) -> list[int]:
 def _write_profiles(
     conn: psycopg.Connection,
     spec: ModelSpec,
-    profiles: Sequence[tuple[_Grain, DatasetProfileView, int]],
+    profiles: Sequence[tuple[_Grain, DatasetProfileView | _Flat, int]],
     references: Mapping[str, _Reference],
 ) -> list[int]:
-    """Insert profiles (grain, view, n_rows) and their summaries and bins; returns the profile ids."""
+    """Insert profiles (grain, view, n_rows) and their summaries and bins; returns the profile ids.
+    Views not flattened yet (by a worker: :class:`_Flat`) are flattened here."""
+    unflat = [p for p in profiles if not isinstance(p[1], _Flat)]
+    flattened = iter(_flat_profiles(unflat, spec, references, keep=False))
+    profiles = [p if isinstance(p[1], _Flat) else next(flattened) for p in profiles]
     ids = _new_ids(conn, len(profiles))
     rows, summaries, bins, statistics = [], [], [], []
-    for profile_id, (grain, view, n_rows) in zip(ids, profiles, strict=True):
-        if isinstance(view, _Flat):  # flattened already: its rows get their profile_id
-            rows.append((profile_id, *(getattr(grain, c) for c in _GRAIN_COLUMNS), n_rows, view.payload))
-            summaries += [(profile_id, *row[1:]) for row in view.summaries]
-            bins += [(profile_id, *row[1:]) for row in view.bins]
-            statistics += [(profile_id, *row[1:]) for row in view.statistics]
-            continue
-        rows.append((profile_id, *(getattr(grain, c) for c in _GRAIN_COLUMNS), n_rows, view.serialize()))
-        reference = references.get(grain.model_version)
-        s, b = _flatten(profile_id, grain, view, spec, reference, statistics)
-        summaries += s
-        bins += b
-    _fill_p_values(statistics)
+    for profile_id, (grain, flat, n_rows) in zip(ids, profiles, strict=True):  # the rows get their profile_id
+        rows.append((profile_id, *(getattr(grain, c) for c in _GRAIN_COLUMNS), n_rows, flat.payload))
+        summaries += [(profile_id, *row[1:]) for row in flat.summaries]
+        bins += [(profile_id, *row[1:]) for row in flat.bins]
+        statistics += [(profile_id, *row[1:]) for row in flat.statistics]
     _copy(conn, "profiles.whylogs_profiles", _PROFILE_COLUMNS, rows)
     _copy(conn, "profiles.column_summaries", _SUMMARY_COLUMNS, summaries)
     _copy(conn, "profiles.column_bins", _BIN_COLUMNS, bins)
@@ -1339,13 +1335,11 @@ def _profile_windows_flat(
     windows are shared out by rows between `processes` forked processes (this one included), which
     is most of profiling many small windows (a window's flattening costs more than its profile).
 
-    `meanwhile` (the previous batch's write) runs in this process while the others profile, before
-    this process's own, smaller, share; it runs exactly once, and an error of it is raised as is."""
+    `meanwhile` (the previous batch's write) runs once in this process while the others profile,
+    before this process's own, smaller, share; an error of it is raised once the others are done."""
     workers = 1
     if len(windows) >= _PARALLEL_MIN_WINDOWS:
         workers = min(len(windows) // (_PARALLEL_MIN_WINDOWS // 2), _process_count(_PARALLEL_MIN_ROWS, processes))
-    call = next(_CALLS)
-    _SHARED_WINDOWS[call] = (windows, spec, columns, size, references)
     ranges = [(0, len(windows))]
     if workers > 1:
         # this process's share is smaller when it also writes the previous batch meanwhile
@@ -1355,36 +1349,29 @@ def _profile_windows_flat(
         cuts = [0, *(int(np.searchsorted(rows, rows[-1] * b)) + 1 for b in bounds[:-1]), len(windows)]
         cuts = sorted(set(min(max(c, 0), len(windows)) for c in cuts))
         ranges = list(zip(cuts[:-1], cuts[1:], strict=True))
+    call = next(_CALLS)
+    _SHARED_WINDOWS[call] = (windows, spec, columns, size, references)
+    pool, futures = None, []
     try:
-        if len(ranges) == 1:
-            if meanwhile is not None:
-                meanwhile()
-            return _profile_window_range(call, 0, len(windows), keep=True)
-        failed: BaseException | None = None
-        try:
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=context) as pool:
+        if len(ranges) > 1:
+            try:
+                pool = ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=multiprocessing.get_context("fork"))
                 futures = [pool.submit(_profile_window_range, call, a, b) for a, b in ranges[1:]]
-                if meanwhile is not None:
-                    write, meanwhile = meanwhile, None
-                    try:
-                        write()
-                    except BaseException as exc:  # raised once the workers are done, never retried
-                        failed = exc
-                if failed is None:
-                    mine = _profile_window_range(call, *ranges[0], keep=True)  # this process's share
-                    out = [*mine, *(w for f in futures for w in f.result())]
-        except (OSError, BrokenProcessPool) as exc:  # no fork here (limits, sandbox): one process does it all
-            if failed is not None:
-                raise failed from exc
-            log.warning("profiling in one process: worker processes failed (%s)", exc)
-            if meanwhile is not None:
-                meanwhile()
-            return _profile_window_range(call, 0, len(windows), keep=True)
-        if failed is not None:
-            raise failed
+            except (OSError, BrokenProcessPool) as exc:  # no fork here (limits, sandbox): this process does it all
+                log.warning("profiling in one process: worker processes failed (%s)", exc)
+        if meanwhile is not None:
+            meanwhile()
+        out = _profile_window_range(call, *ranges[0], keep=True)  # this process's share
+        for i, (a, b) in enumerate(ranges[1:]):
+            try:
+                out += futures[i].result() if i < len(futures) else _profile_window_range(call, a, b, keep=True)
+            except BrokenProcessPool as exc:  # a worker died: its share is profiled here
+                log.warning("profiling in one process: a worker process failed (%s)", exc)
+                out += _profile_window_range(call, a, b, keep=True)
         return out
     finally:
+        if pool is not None:
+            pool.shutdown()
         del _SHARED_WINDOWS[call]
 
 
