@@ -69,6 +69,13 @@
     {%- if filter %} filter (where {{ filter }}){% endif %}
 {%- endmacro %}
 
+{#- A pre-hook of the raw-sized builds: their memory per sort / hash (vars build_work_mem and
+    build_maintenance_work_mem), for this transaction only. -#}
+{% macro build_memory() -%}
+    set local work_mem = '{{ var("build_work_mem") | replace("'", "''") }}';
+    set local maintenance_work_mem = '{{ var("build_maintenance_work_mem") | replace("'", "''") }}'
+{%- endmacro %}
+
 {#- A pre-hook of the windowed quality marts. Postgres estimates the windowed rows (each prediction
     once per window size and segment slice, through jsonb_array_elements_text, counted as 100 rows a
     call) some 50 times too high and their groups (model, version, variant, segment, window) about a

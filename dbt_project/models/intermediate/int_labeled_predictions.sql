@@ -1,9 +1,14 @@
 -- A table, incremental on the prediction: a build (re)computes only the predictions loaded since
 -- the last one and those whose feedback was, so the marts read precomputed per-prediction terms
 -- instead of re-joining feedback and re-parsing scores for every window they recompute.
+-- Unlogged (no WAL for 10M wide rows and their six indexes): it is derived from raw alone, and
+-- after a crash Postgres empties it; the next build then finds no watermarks and recomputes it
+-- all, and the marts, whose rows all look changed, every window.
 {{
     config(
         materialized='incremental',
+        unlogged=true,
+        pre_hook=["{{ build_memory() }}"],
         unique_key=['model_name', 'prediction_id'],
         incremental_strategy='delete+insert',
         on_schema_change='fail',

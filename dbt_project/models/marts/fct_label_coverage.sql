@@ -14,7 +14,9 @@ with
     as_of, incremental, with_feedback=true, with_maturity=true
 ) }}
 
-window_labels as (
+-- materialized: otherwise Postgres inlines it and evaluates the percentiles' sort once per
+-- percentiles[i] that `final` reads (three sorts of every window's label delays instead of one)
+window_labels as materialized (
     -- hashed groups: each window's label delays are collected, then sorted alone (array_percentiles())
     select
         {{ grain | join(', ') }},
