@@ -21,12 +21,13 @@
 
 {#- ROC AUC by rank statistics (Mann-Whitney U / (n_pos n_neg)) from the sum of the positives'
     average ranks: equal to the area under the ROC curve with ties counted half. NULL unless both
-    classes are present. -#}
+    classes are present. In doubles, like average_rank(): every term is a whole or half number
+    below 2^52, so only the division rounds. -#}
 {% macro auc_from_rank_sum(positive_rank_sum, n_positive, n_negative) -%}
     cast(case
         when ({{ n_positive }}) > 0 and ({{ n_negative }}) > 0
-            then (({{ positive_rank_sum }}) - ({{ n_positive }}) * (({{ n_positive }}) + 1) / 2.0)
-                / (cast({{ n_positive }} as numeric) * ({{ n_negative }}))
+            then (({{ positive_rank_sum }}) - ({{ n_positive }}) * (({{ n_positive }}) + 1) / cast(2 as double precision))
+                / (cast({{ n_positive }} as double precision) * ({{ n_negative }}))
     end as double precision)
 {%- endmacro %}
 
@@ -84,8 +85,8 @@
     thousand times: it then sorts every windowed row to group them, several times per mart, where
     hashing a few hundred groups per day is what the data needs (incremental sorts too: fed by an
     index scan of every row, the hourly sums of fct_model_quality took 95 of its 191 s under EXPLAIN
-    ANALYZE at 10M predictions). Sorting
-    stays where a result needs an order (ranks, percentiles); only the plan choice changes. -#}
+    ANALYZE at 10M predictions). Sorting stays where a result needs an order (ranks, percentiles);
+    only the plan choice changes. -#}
 {% macro prefer_hash_aggregation() -%}
     set local enable_sort = off;
     set local enable_incremental_sort = off
@@ -94,7 +95,9 @@
 {#- Percentiles (linear interpolation between the closest ranks, like numpy.percentile's default) of
     the values in an array, as an array in the order of `fractions`: for one group's values collected
     with array_agg() in a hashed GROUP BY, so that each group's values are sorted alone instead of every
-    row of every group by the group key (an ordered-set aggregate forces that sort). NULLs are ignored. -#}
+    row of every group by the group key (an ordered-set aggregate forces that sort). NULLs are ignored.
+    It is a subquery: compute it in a materialized CTE and read its elements from there, or Postgres
+    inlines the CTE and runs the subquery (a sort of the group's values) once per element read. -#}
 {% macro array_percentiles(values_array, fractions) -%}
     (
         select percentile_cont(array[{{ fractions | join(', ') }}]) within group (order by collected.value)

@@ -14,8 +14,7 @@ with
     as_of, incremental, with_feedback=true, with_maturity=true
 ) }}
 
--- materialized: otherwise Postgres inlines it and evaluates the percentiles' sort once per
--- percentiles[i] that `final` reads (three sorts of every window's label delays instead of one)
+-- materialized: `final` reads three elements of array_percentiles() (see there)
 window_labels as materialized (
     -- hashed groups: each window's label delays are collected, then sorted alone (array_percentiles())
     select

@@ -28,8 +28,7 @@ window_latency as (
     group by {{ grain | join(', ') }}
 ),
 
--- materialized: otherwise Postgres inlines it and evaluates the percentiles' sort once per
--- percentiles[i] that `final` reads (three sorts of every window's latencies instead of one)
+-- materialized: `final` reads three elements of array_percentiles() (see there)
 window_stats as materialized (
     select
         window_latency.*,
